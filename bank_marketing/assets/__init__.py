@@ -1,0 +1,1 @@
+"""Dagster assets: thin glue over the plain-Python sub-packages."""

@@ -1,0 +1,1 @@
+"""Loading, typing and validating the UCI Bank Marketing contacts. Imports nothing from Dagster."""
