@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from bank_marketing.assets.contacts import contacts, raw_contacts
-from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import DataSource, MonitoringDatabase
 from bank_marketing.settings import Settings
 
@@ -17,7 +16,6 @@ ingest_job = dg.define_asset_job(
 contacts_job = dg.define_asset_job(
     "contacts_job",
     selection=dg.AssetSelection.assets(contacts),
-    partitions_def=monthly_partitions,
     description="Validate one month of contacts from raw_contacts.",
 )
 
@@ -30,7 +28,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir)),
             "data_source": DataSource(source=settings.source, cache_dir=str(settings.cache_dir)),
-            "monitoring_db": MonitoringDatabase(url=settings.db_url),
+            "monitoring_db": MonitoringDatabase(
+                url=settings.db_url,
+                db_schema="monitoring" if settings.db_url.startswith("postgresql") else None,
+            ),
         },
     )
 

@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
-from bank_marketing.data.months import MonthOrderError, check_months_in_range, recover_months
+from bank_marketing.data.months import MonthOrderError, recover_months
 from bank_marketing.data.quality import MonthValidation, validate_month
 from bank_marketing.data.schemas import Contacts
 from bank_marketing.data.source import SourceError
@@ -30,8 +30,7 @@ def raw_contacts(context: dg.AssetExecutionContext, data_source: DataSource) -> 
     """Every contact of the source file, typed, in file order, with its recovered calendar month."""
     try:
         loaded = data_source.load()
-        months = recover_months(loaded.frame["month"])
-        check_months_in_range(months, loaded.frame["month"], loaded.location)
+        months = recover_months(loaded.frame["month"], loaded.location)
     except (SourceError, MonthOrderError) as error:
         raise dg.Failure(
             description=str(error), metadata={"source": data_source.source}, allow_retries=False

@@ -64,8 +64,14 @@ def load_contacts(source: str, cache_dir: Path) -> LoadedContacts:
     """Fetch ``source`` (downloading URLs into ``cache_dir`` once) and read it as typed contacts."""
     path = fetch(source, cache_dir)
     content = _read_file(path)
-    csv_bytes, location = _extract_csv(content, str(path))
-    frame, form = parse_contacts_csv(csv_bytes, location)
+    try:
+        csv_bytes, location = _extract_csv(content, str(path))
+        frame, form = parse_contacts_csv(csv_bytes, location)
+    except SourceError:
+        if _is_url(source):
+            # A bad download (an error page, a cut-off archive) must not be served from the cache.
+            path.unlink(missing_ok=True)
+        raise
     return LoadedContacts(
         frame=frame,
         source=source,
@@ -78,10 +84,9 @@ def load_contacts(source: str, cache_dir: Path) -> LoadedContacts:
 
 def fetch(source: str, cache_dir: Path) -> Path:
     """The local file for ``source``: the path itself, or a cached download of the URL."""
-    scheme = urllib.parse.urlparse(source).scheme
-    if scheme in ("http", "https"):
+    if _is_url(source):
         return _download(source, cache_dir)
-    if scheme == "file":
+    if urllib.parse.urlparse(source).scheme == "file":
         path = Path(urllib.request.url2pathname(urllib.parse.urlparse(source).path))
     else:
         path = Path(source).expanduser()
@@ -92,6 +97,10 @@ def fetch(source: str, cache_dir: Path) -> Path:
             f"bank+marketing.zip, bank-full.csv or data.csv."
         )
     return path
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in ("http", "https")
 
 
 def _download(url: str, cache_dir: Path) -> Path:

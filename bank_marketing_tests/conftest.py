@@ -1,0 +1,91 @@
+"""Shared fixtures: the real UCI file (never downloaded), temporary homes and instances, Postgres."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from bank_marketing.definitions import build_definitions
+from bank_marketing.settings import Settings
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; under CI=true a missing prerequisite is a failure, never a silent skip."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: required)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def bank_full_path() -> Path:
+    source = os.environ.get("BANK_MARKETING_SOURCE", "")
+    if not source or not Path(source).is_file():
+        skip_or_fail(
+            "BANK_MARKETING_SOURCE must name a local bank-full.csv (tests never download): "
+            f"got {source!r}"
+        )
+    return Path(source)
+
+
+@pytest.fixture(scope="session")
+def bank_full_bytes(bank_full_path: Path) -> bytes:
+    return bank_full_path.read_bytes()
+
+
+def make_settings(home: Path, source: Path | str, **extra: str) -> Settings:
+    env = {"BANK_MARKETING_HOME": str(home), "BANK_MARKETING_SOURCE": str(source), **extra}
+    settings = Settings.from_env(env)
+    settings.prepare()
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, bank_full_path: Path) -> Settings:
+    return make_settings(tmp_path / "home", bank_full_path)
+
+
+@pytest.fixture
+def defs(settings: Settings) -> dg.Definitions:
+    return build_definitions(settings)
+
+
+@pytest.fixture
+def instance(settings: Settings) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(settings.dagster_home)) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    try:
+        psycopg2.connect(connect_timeout=3, **POSTGRES).close()
+    except psycopg2.OperationalError as error:
+        skip_or_fail(f"PostgreSQL does not answer at 127.0.0.1:5432 ({error})".strip())
+
+
+@pytest.fixture
+def postgres_database(postgres_available: None) -> Iterator[str]:
+    """A fresh, empty database on the machine's PostgreSQL, dropped afterwards; yields its name."""
+    name = f"bank_marketing_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(**POSTGRES)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield name
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
