@@ -13,7 +13,7 @@ from bank_marketing.settings import Settings
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bank-marketing",
-        description="Predict term-deposit subscriptions and keep the prediction good as data drifts.",
+        description="Predict term-deposit subscriptions; keep the prediction good as data drifts.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -28,8 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="YYYY-MM",
         help="Only these months (default: all 31, 2008-05 .. 2010-11).",
     )
+    commands.add_parser(
+        "init",
+        help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "init":
+        settings.prepare()
+        print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
+        return 0
     if args.command == "run":
         return _run(settings, args.months)
     return 2
@@ -64,7 +72,9 @@ def _run(settings: Settings, months: list[str] | None) -> int:
             print(f"error: {failure_message(ingest)}", file=sys.stderr)
             return 1
         rows = ingest.asset_materializations_for_node("raw_contacts")[0].metadata
-        print(f"raw_contacts: {rows['dagster/row_count'].value} rows, sha256 {rows['sha256'].value}")
+        print(
+            f"raw_contacts: {rows['dagster/row_count'].value} rows, sha256 {rows['sha256'].value}"
+        )
 
         def progress(outcome):
             state = "ok" if outcome.success else "FAILED"

@@ -17,17 +17,19 @@ from bank_marketing.data.source import LoadedContacts, load_contacts
 
 
 class DataSource(dg.ConfigurableResource):
-    """Where the UCI contacts come from (``BANK_MARKETING_SOURCE``) and where downloads are cached."""
+    """Where the UCI contacts come from (``BANK_MARKETING_SOURCE``) and where downloads go."""
 
     source: str = Field(description="Path or URL of bank+marketing.zip, bank-full.csv or data.csv.")
-    cache_dir: str = Field(description="Folder that keeps downloaded files, so each downloads once.")
+    cache_dir: str = Field(
+        description="Folder that keeps downloaded files, so each downloads once."
+    )
 
     def load(self) -> LoadedContacts:
         return load_contacts(self.source, Path(self.cache_dir))
 
 
 class MonitoringDatabase(dg.ConfigurableResource):
-    """The monitoring database (``BANK_MARKETING_DB_URL``): rejected rows, later predictions and drift."""
+    """The monitoring database (``BANK_MARKETING_DB_URL``): rejected rows, predictions, drift."""
 
     url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///monitoring.db or postgresql://...")
     db_schema: str | None = Field(

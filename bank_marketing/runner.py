@@ -1,4 +1,4 @@
-"""Running the asset jobs in this process on a Dagster instance: what the ``bank-marketing`` command does.
+"""Running the asset jobs in this process on a Dagster instance, as ``bank-marketing`` does.
 
 Runs go through the instance like any other, so the Dagster UI on the same ``DAGSTER_HOME`` shows
 them, their partitions and their checks.
@@ -21,6 +21,7 @@ class MonthOutcome:
 
     partition_key: str
     success: bool
+    check_passed: bool | None
     rows: int | None
     rejected: int | None
     subscription_rate: float | None
@@ -68,13 +69,16 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
 
 
 def _outcome(key: str, result: dg.ExecuteInProcessResult) -> MonthOutcome:
+    checks = result.get_asset_check_evaluations()
+    check_passed = all(c.passed for c in checks) if checks else None
     if not result.success:
-        return MonthOutcome(key, False, None, None, None, failure_message(result))
+        return MonthOutcome(key, False, check_passed, None, None, None, failure_message(result))
     materialization = result.asset_materializations_for_node("contacts")[0]
     meta = {name: value.value for name, value in materialization.metadata.items()}
     return MonthOutcome(
         partition_key=key,
         success=True,
+        check_passed=check_passed,
         rows=int(meta["dagster/row_count"]),
         rejected=int(meta["rejected_rows"]),
         subscription_rate=float(meta["subscription_rate"]),

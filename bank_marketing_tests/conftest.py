@@ -1,4 +1,4 @@
-"""Shared fixtures: the real UCI file (never downloaded), temporary homes and instances, Postgres."""
+"""Shared fixtures: the real UCI file (never downloaded), temporary homes, instances, Postgres."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pandera.errors
 import pytest
 
 from bank_marketing.data.fields import CONTACT_FIELDS
@@ -103,3 +104,8 @@ def test_every_schema_field_is_described() -> None:
     assert set(schema.columns) == {f.name for f in CONTACT_FIELDS} | {"contact_month"}
     assert all(column.description for column in schema.columns.values())
     assert schema.index.description
+
+
+def test_a_frame_defect_is_raised_not_blamed_on_rows() -> None:
+    with pytest.raises(pandera.errors.SchemaErrors, match="balance"):
+        validate_month(_month().drop(columns=["balance"]), MAY)

@@ -134,7 +134,7 @@ def test_html_answer_to_a_url_is_refused_and_not_cached(
 
 
 def test_unreachable_url_says_how_to_work_offline(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="download failed.*BANK_MARKETING_SOURCE"):
+    with pytest.raises(SourceError, match=r"download failed.*BANK_MARKETING_SOURCE"):
         load_contacts("http://127.0.0.1:9/bank+marketing.zip", tmp_path)
     assert not list(tmp_path.iterdir())
 
@@ -201,9 +201,7 @@ BAD_FILES = {
     ),
     "rows of another length": (
         "bank-full.csv",
-        lambda c: variants.join(
-            variants.lines_of(c)[:10] + ["1;2;3"] + variants.lines_of(c)[10:]
-        ),
+        lambda c: variants.join([*variants.lines_of(c)[:10], "1;2;3", *variants.lines_of(c)[10:]]),
         [r"fewer than 17 fields \(line 11: 3\)", r"delimiter ';'"],
     ),
 }

@@ -1,4 +1,4 @@
-"""Files built at test time from the real bank-full.csv: the other published forms and broken ones."""
+"""Files built at test time from the real bank-full.csv: the other published forms, broken ones."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The data assets: the source file as one typed frame, and validated monthly ``contacts``."""
 
-
 import warnings
 from collections.abc import Iterator
 
@@ -9,6 +8,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
+from bank_marketing.data.fields import COLUMNS
 from bank_marketing.data.months import MonthOrderError, recover_months
 from bank_marketing.data.quality import MonthValidation, validate_month
 from bank_marketing.data.schemas import Contacts
@@ -134,7 +134,7 @@ def _quality_metadata(
     result: MonthValidation, threshold: float, source: dict[str, str], db: MonitoringDatabase
 ) -> dict[str, object]:
     counts = result.failure_counts()
-    sample = result.rejected.head(SAMPLE_ROWS).reset_index()
+    sample = result.rejected.head(SAMPLE_ROWS).reset_index()[["line", "reasons", *COLUMNS]]
     return {
         "rows": result.rows,
         "valid_rows": len(result.valid),

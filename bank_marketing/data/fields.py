@@ -1,4 +1,4 @@
-"""What a valid contact record is: the one definition that the Pandera schema and the HTTP API share.
+"""What a valid contact record is: the one definition the Pandera schema and the HTTP API share.
 
 Names and values are UCI's (``bank-names.txt``). Categories list every value the data may hold;
 ``unknown_allowed`` marks the categoricals where UCI records a missing answer as ``unknown`` (the
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# fmt: off
 MONTHS: tuple[str, ...] = (
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,26 @@ CONTACT_FIELDS: tuple[ContactField, ...] = (
         "job",
         "Type of job.",
         categories=(
-            "admin.", "blue-collar", "entrepreneur", "housemaid", "management", "retired",
-            "self-employed", "services", "student", "technician", "unemployed", "unknown",
+            "admin.",
+            "blue-collar",
+            "entrepreneur",
+            "housemaid",
+            "management",
+            "retired",
+            "self-employed",
+            "services",
+            "student",
+            "technician",
+            "unemployed",
+            "unknown",
         ),
         unknown_allowed=True,
     ),
-    ContactField("marital", "Marital status ('divorced' includes widowed).",
-                 categories=("divorced", "married", "single")),
+    ContactField(
+        "marital",
+        "Marital status ('divorced' includes widowed).",
+        categories=("divorced", "married", "single"),
+    ),
     ContactField(
         "education",
         "Highest education level.",
@@ -63,8 +78,9 @@ CONTACT_FIELDS: tuple[ContactField, ...] = (
         unknown_allowed=True,
     ),
     ContactField("day", "Day of the month of the last contact.", ge=1, le=31),
-    ContactField("month", "Month of the last contact (the year is not in the file).",
-                 categories=MONTHS),
+    ContactField(
+        "month", "Month of the last contact (the year is not in the file).", categories=MONTHS
+    ),
     ContactField(
         "duration",
         "Duration of the last contact in seconds. Known only after the call: never a model input.",
@@ -84,8 +100,12 @@ CONTACT_FIELDS: tuple[ContactField, ...] = (
         categories=("failure", "other", "success", "unknown"),
         unknown_allowed=True,
     ),
-    ContactField("y", "Did the client subscribe a term deposit? (the label)", categories=YES_NO,
-                 known_after_call=True),
+    ContactField(
+        "y",
+        "Did the client subscribe a term deposit? (the label)",
+        categories=YES_NO,
+        known_after_call=True,
+    ),
 )
 
 FIELDS_BY_NAME: dict[str, ContactField] = {field.name: field for field in CONTACT_FIELDS}

@@ -50,14 +50,15 @@ def validate_month(frame: pd.DataFrame, month: pd.Timestamp) -> MonthValidation:
     schema = contacts_month_schema(month)
     try:
         valid = schema.validate(frame, lazy=True)
-        return MonthValidation(valid=valid, rejected=_rejected(frame.iloc[:0], []), failures=_none())
-    except pandera.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    row_level = cases["index"].notna() & cases["column"].notna()
-    if not row_level.all():
-        raise pandera.errors.SchemaErrors(
-            schema=schema, schema_errors=errors.schema_errors, data=frame
-        ) from None
+    except pandera.errors.SchemaErrors as caught:
+        errors = caught
+    else:
+        return MonthValidation(
+            valid=valid, rejected=_rejected(frame.iloc[:0], []), failures=_none()
+        )
+    cases = errors.failure_cases
+    if not (cases["index"].notna() & cases["column"].notna()).all():
+        raise errors
     failures = pd.DataFrame(
         {
             "line": cases["index"].astype("int64"),
@@ -78,7 +79,9 @@ def _rejected(rows: pd.DataFrame, failures: pd.DataFrame | list) -> pd.DataFrame
         rejected["reasons"] = pd.Series(dtype=str)
         return rejected
     reasons = (
-        failures.assign(reason=failures["column"] + "=" + failures["value"] + " fails " + failures["check"])
+        failures.assign(
+            reason=failures["column"] + "=" + failures["value"] + " fails " + failures["check"]
+        )
         .groupby("line")["reason"]
         .agg("; ".join)
     )

@@ -112,9 +112,10 @@ def _download(url: str, cache_dir: Path) -> Path:
     # Download beside the target and rename, so an interrupted download never looks cached.
     fd, partial = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-            url, timeout=DOWNLOAD_TIMEOUT_S
-        ) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
             shutil.copyfileobj(response, out)
         os.replace(partial, target)
     except (urllib.error.URLError, TimeoutError, OSError) as error:

@@ -1,0 +1,62 @@
+# Every target installs what it needs: uv (into .tools/ when it is not on PATH), then the locked
+# environment (.venv/, from uv.lock). Embedded state goes to $(BANK_MARKETING_HOME).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export BANK_MARKETING_HOME ?= $(CURDIR)/.bank-marketing
+export DAGSTER_HOME ?= $(BANK_MARKETING_HOME)/dagster
+export RAY_USAGE_STATS_ENABLED ?= 0
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(CURDIR)/.tools/bin/uv
+endif
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit test-integration dev lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+install: .venv/.synced ## Install the locked environment into .venv/
+
+run: install ## Run the main job on the embedded defaults (ingest and validate every month)
+	$(UV) run --locked bank-marketing run
+
+test: install ## Run all tests: unit, and integration against PostgreSQL on 127.0.0.1:5432
+	$(UV) run --locked pytest $(PYTEST_ARGS)
+
+test-unit: install ## Run the fast tests only
+	$(UV) run --locked pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: install ## Run the integration tests only
+	$(UV) run --locked pytest -m integration $(PYTEST_ARGS)
+
+dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3000)
+	mkdir -p "$(DAGSTER_HOME)"
+	$(UV) run --locked bank-marketing init
+	$(UV) run --locked dagster dev -w workspace.yaml
+
+lint: install ## Check lint and formatting (ruff)
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
+
+format: install ## Fix lint and formatting (ruff)
+	$(UV) run --locked ruff check --fix .
+	$(UV) run --locked ruff format .
+
+bench: install ## Measure ingesting all 31 months (wall time, peak memory) into BENCHMARKS.md
+	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
+
+clean: ## Delete the embedded state (Dagster, MLflow, monitoring DB, downloads)
+	rm -rf "$(BANK_MARKETING_HOME)"

@@ -1,0 +1,67 @@
+"""The stack's instance configuration on the machine's PostgreSQL: every month backfilled."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from bank_marketing.definitions import build_definitions
+from bank_marketing.partitions import monthly_partitions
+from bank_marketing.runner import backfill_contacts, run_ingest
+from bank_marketing_tests.conftest import make_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
+
+
+def test_backfill_of_all_months_on_a_postgres_instance(
+    postgres_database: str,
+    bank_full_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    for name, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_database,
+    }.items():
+        monkeypatch.setenv(name, value)
+    db_url = f"postgresql://postgres@127.0.0.1:5432/{postgres_database}"
+    settings = make_settings(
+        tmp_path / "home",
+        bank_full_path,
+        DAGSTER_HOME=str(dagster_home),
+        BANK_MARKETING_DB_URL=db_url,
+    )
+    defs = build_definitions(settings)
+    keys = monthly_partitions.get_partition_keys()
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert run_ingest(defs, instance).success
+        outcomes = backfill_contacts(defs, instance, keys)
+        assert all(o.success and o.check_passed for o in outcomes)
+        assert instance.get_materialized_partitions(dg.AssetKey("contacts")) == set(keys)
+        assert len(instance.get_runs()) == 1 + 31
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            schemas = sa.inspect(connection).get_schema_names()
+            tables = sa.inspect(connection).get_table_names(schema="monitoring")
+            runs = connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+    finally:
+        engine.dispose()
+    assert "monitoring" in schemas and "contact_rejects" in tables
+    assert runs == 32
