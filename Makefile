@@ -43,9 +43,10 @@ test-integration: install ## Run the integration tests only
 	$(UV) run --locked pytest -m integration $(PYTEST_ARGS)
 
 dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3000)
-	mkdir -p "$(DAGSTER_HOME)"
 	$(UV) run --locked bank-marketing init
-	$(UV) run --locked dagster dev -w workspace.yaml
+	@# Started from DAGSTER_HOME, so the stack's top-level dagster.yaml is not mistaken for it.
+	cd "$(DAGSTER_HOME)" && $(UV) run --project "$(CURDIR)" --locked \
+		dagster dev -w "$(CURDIR)/workspace.yaml"
 
 lint: install ## Check lint and formatting (ruff)
 	$(UV) run --locked ruff check .
