@@ -49,47 +49,39 @@ def validate_month(frame: pd.DataFrame, month: pd.Timestamp) -> MonthValidation:
     """
     schema = contacts_month_schema(month)
     try:
-        valid = schema.validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as caught:
-        errors = caught
-    else:
         return MonthValidation(
-            valid=valid, rejected=_rejected(frame.iloc[:0], []), failures=_none()
+            valid=schema.validate(frame, lazy=True),
+            rejected=frame.iloc[:0].assign(reasons=pd.Series(dtype=str)),
+            failures=_failures(_NO_CASES),
         )
-    cases = errors.failure_cases
-    if not (cases["index"].notna() & cases["column"].notna()).all():
-        raise errors
-    failures = pd.DataFrame(
+    except pandera.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        if not (cases["index"].notna() & cases["column"].notna()).all():
+            raise
+    failures = _failures(cases)
+    bad_lines = failures["line"].unique()
+    reasons = (
+        (failures["column"] + "=" + failures["value"] + " fails " + failures["check"])
+        .groupby(failures["line"])
+        .agg("; ".join)
+    )
+    return MonthValidation(
+        valid=schema.validate(frame.drop(index=bad_lines)),
+        rejected=frame.loc[bad_lines].assign(reasons=reasons.reindex(bad_lines).to_numpy()),
+        failures=failures,
+    )
+
+
+_NO_CASES = pd.DataFrame({"index": [], "column": [], "check": [], "failure_case": []})
+
+
+def _failures(cases: pd.DataFrame) -> pd.DataFrame:
+    """One row per failed check: the line, the column, the check and the offending value."""
+    return pd.DataFrame(
         {
             "line": cases["index"].astype("int64"),
             "column": cases["column"].astype(str),
             "check": cases["check"].astype(str),
-            "value": cases["failure_case"].map(repr),
+            "value": cases["failure_case"].map(repr).astype(str),
         }
     ).sort_values(["line", "column"], kind="stable", ignore_index=True)
-    bad_lines = failures["line"].unique()
-    rejected = _rejected(frame.loc[bad_lines], failures)
-    valid = schema.validate(frame.drop(index=bad_lines))
-    return MonthValidation(valid=valid, rejected=rejected, failures=failures)
-
-
-def _rejected(rows: pd.DataFrame, failures: pd.DataFrame | list) -> pd.DataFrame:
-    rejected = rows.copy()
-    if len(rejected) == 0:
-        rejected["reasons"] = pd.Series(dtype=str)
-        return rejected
-    reasons = (
-        failures.assign(
-            reason=failures["column"] + "=" + failures["value"] + " fails " + failures["check"]
-        )
-        .groupby("line")["reason"]
-        .agg("; ".join)
-    )
-    rejected["reasons"] = reasons.reindex(rejected.index)
-    return rejected
-
-
-def _none() -> pd.DataFrame:
-    return pd.DataFrame(
-        {"line": pd.Series(dtype="int64"), "column": [], "check": [], "value": []}
-    ).astype({"column": str, "check": str, "value": str})
