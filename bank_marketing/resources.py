@@ -6,14 +6,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import mlflow
 import pandas as pd
 import sqlalchemy as sa
+from dagster_mlflow import mlflow_tracking
+from dagster_mlflow.resources import CONFIG_SCHEMA as dagster_mlflow_config_schema
 from pydantic import Field
 
 from bank_marketing import store
 from bank_marketing.data.source import LoadedContacts, load_contacts
+from bank_marketing.training.features import DEFAULT_INPUTS, check_inputs
+from bank_marketing.training.tracking import ensure_experiment
 
 
 class DataSource(dg.ConfigurableResource):
@@ -62,3 +68,37 @@ class MonitoringDatabase(dg.ConfigurableResource):
     def describe(self) -> str:
         """The URL without its password, for metadata and messages."""
         return sa.make_url(self.url).render_as_string(hide_password=True)
+
+
+class ModelInputs(dg.ConfigurableResource):
+    """The contact fields every candidate model takes as input (its signature for serving)."""
+
+    columns: list[str] = Field(
+        default=list(DEFAULT_INPUTS),
+        description="UCI column names; 'duration' and 'y' are known only after the call and "
+        "refused. The default follows the original project.",
+    )
+
+    def checked(self) -> list[str]:
+        check_inputs(self.columns)
+        return list(self.columns)
+
+
+@dg.resource(
+    config_schema={
+        **dagster_mlflow_config_schema,
+        "artifact_location": dg.Field(
+            dg.Noneable(str),
+            default_value=None,
+            description="Artifact folder of a new experiment (None: the tracking server decides).",
+        ),
+    },
+    description="dagster-mlflow's mlflow_tracking, after creating the experiment where the "
+    "embedded defaults keep artifacts (BANK_MARKETING_HOME), not in the working directory.",
+)
+def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Any:
+    config = init_context.resource_config
+    if config.get("mlflow_tracking_uri"):
+        mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
+    ensure_experiment(config["experiment_name"], config.get("artifact_location"))
+    return mlflow_tracking.resource_fn(init_context)

@@ -55,6 +55,35 @@ def backfill_contacts(
     return outcomes
 
 
+def run_training(
+    instance: dg.DagsterInstance, as_of: str, run_config: dict | None = None
+) -> dg.JobExecutionResult:
+    """Run ``training_job`` as of a partition key, its candidates in parallel processes.
+
+    Each process rebuilds the definitions from the environment, so the settings must be in
+    ``os.environ`` (the command and the tests set them there).
+    """
+    from bank_marketing.definitions import training_job_from_env
+
+    config = {**QUIET, **(run_config or {})}
+    with dg.execute_job(
+        dg.reconstructable(training_job_from_env),
+        instance=instance,
+        run_config=config,
+        tags={"dagster/partition": as_of},
+    ) as result:
+        return result
+
+
+def run_evaluation(
+    defs: dg.Definitions, instance: dg.DagsterInstance, as_of: str
+) -> dg.ExecuteInProcessResult:
+    """Score the as-of month's champion on the following month (champion_evaluation)."""
+    return defs.resolve_job_def("evaluation_job").execute_in_process(
+        instance=instance, partition_key=as_of, run_config=QUIET, raise_on_error=False
+    )
+
+
 def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
     """The first step failure's message, as the user should read it."""
     for event in result.all_events:

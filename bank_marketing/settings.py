@@ -46,6 +46,13 @@ class Settings:
         )
 
     @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Where a new experiment keeps artifacts: in the home, unless a tracking server decides."""
+        if self.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
+        return (self.home / "mlartifacts").as_uri()
+
+    @property
     def cache_dir(self) -> Path:
         return self.home / "downloads"
 

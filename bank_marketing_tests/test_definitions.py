@@ -11,16 +11,31 @@ from bank_marketing.partitions import monthly_partitions
 def test_definitions_load() -> None:
     repository = defs.get_repository_def()
     graph = repository.asset_graph
+    families = ["logistic_regression", "random_forest", "xgboost", "svc", "mlp"]
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
         "raw_contacts",
         "contacts",
+        "training_set",
+        *(f"{family}_candidate" for family in families),
+        "champion_model",
+        "champion_evaluation",
     }
-    assert graph.get(dg.AssetKey("contacts")).partitions_def == monthly_partitions
     assert graph.get(dg.AssetKey("raw_contacts")).partitions_def is None
-    [check] = graph.asset_check_keys
-    assert check.name == "valid_rows" and check.asset_key == dg.AssetKey("contacts")
-    assert graph.get(check).blocking
-    assert {job.name for job in repository.get_all_jobs()} >= {"ingest_job", "contacts_job"}
+    for key in graph.get_all_asset_keys() - {dg.AssetKey("raw_contacts")}:
+        assert graph.get(key).partitions_def == monthly_partitions, key
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == {
+        ("contacts", "valid_rows"),
+        ("training_set", "trainable"),
+        ("champion_model", "champion_is_sound"),
+    }
+    assert all(graph.get(check).blocking for check in graph.asset_check_keys)
+    assert {job.name for job in repository.get_all_jobs()} >= {
+        "ingest_job",
+        "contacts_job",
+        "training_job",
+        "evaluation_job",
+    }
 
 
 def test_thirty_one_monthly_partitions() -> None:

@@ -90,7 +90,7 @@ def contacts(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """One calendar month of validated contacts; rows that fail validation go to contact_rejects."""
     month = pd.Timestamp(context.partition_key)
-    source = _raw_source(context)
+    source = raw_source(context)
     result = validate_month(raw_contacts[raw_contacts["contact_month"] == month], month)
     monitoring_db.replace_rejects(month.date(), result.rejected, source.get("sha256", ""))
     passed = result.invalid_share <= config.max_invalid_share
@@ -121,7 +121,7 @@ def contacts(
     )
 
 
-def _raw_source(context: dg.AssetExecutionContext) -> dict[str, str]:
+def raw_source(context: dg.AssetExecutionContext) -> dict[str, str]:
     """Location and checksum of the file behind the stored ``raw_contacts``."""
     event = context.instance.get_latest_materialization_event(raw_contacts.key)
     if event is None or event.asset_materialization is None:

@@ -1,0 +1,459 @@
+"""The training assets, partitioned by as-of month: a window of contacts, five candidates trained
+in parallel and tracked in MLflow, the champion chosen by the registry rule, and its test score."""
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+from dagster_pandera import pandera_schema_to_dagster_type
+from mlflow import MlflowClient
+from pydantic import Field
+
+from bank_marketing.assets.contacts import raw_source
+from bank_marketing.data.schemas import Contacts
+from bank_marketing.partitions import monthly_partitions
+from bank_marketing.resources import ModelInputs
+from bank_marketing.training import registry
+from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
+from bank_marketing.training.windows import (
+    TRAIN,
+    VALIDATION,
+    TrainingDataError,
+    assemble_window,
+    describe,
+    split_window,
+    window_months,
+)
+
+GROUP = "training"
+TRAINABLE_CHECK = "trainable"
+CHAMPION_CHECK = "champion_is_sound"
+
+# The window's length is run configuration, so the mapping reaches back to the first month and
+# the asset keeps the last N; nothing after the as-of month is ever loaded.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    contacts_up_to_as_of = dg.TimeWindowPartitionMapping(
+        start_offset=-(len(monthly_partitions.get_partition_keys()) - 1),
+        end_offset=0,
+        allow_nonexistent_upstream_partitions=True,
+    )
+    month_after_as_of = dg.TimeWindowPartitionMapping(
+        start_offset=1, end_offset=1, allow_nonexistent_upstream_partitions=True
+    )
+
+
+class TrainingSet(Contacts):
+    """Contacts of a training window, each assigned to the train or the validation split."""
+
+    split: pa.typing.Series[str] = pa.Field(
+        isin=[TRAIN, VALIDATION], description="Which part of the stratified split the row is in."
+    )
+
+    @pa.dataframe_check(description="Both labels occur in the train and in the validation split.")
+    @classmethod
+    def both_classes_in_each_split(cls, frame: pd.DataFrame) -> bool:
+        return (
+            bool((frame.groupby("split")["y"].nunique() == 2).all())
+            and frame["split"].nunique() == 2
+        )
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    TrainingSetType = pandera_schema_to_dagster_type(TrainingSet)
+
+
+class TrainingSetConfig(dg.Config):
+    window_months: int = Field(
+        default=12, ge=1, le=31, description="Months up to and including the as-of month."
+    )
+    validation_share: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of the window held out for validation."
+    )
+    seed: int = Field(default=42, description="Seed of the stratified train/validation split.")
+
+
+def _contacts_by_month(
+    context: dg.AssetExecutionContext, loaded: Any, input_name: str = "contacts"
+) -> dict[str, pd.DataFrame]:
+    """The IO manager gives None, one frame or a dict for 0, 1 or more partitions."""
+    keys = context.asset_partition_keys_for_input(input_name)
+    if loaded is None:
+        return {}
+    if isinstance(loaded, pd.DataFrame):
+        return {keys[0]: loaded}
+    return dict(loaded)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=monthly_partitions,
+    ins={"contacts": dg.AssetIn(partition_mapping=contacts_up_to_as_of)},
+    dagster_type=TrainingSetType,
+    required_resource_keys={"mlflow"},
+    kinds={"pandas", "pandera"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            TRAINABLE_CHECK,
+            asset="training_set",
+            blocking=True,
+            description="The window has rows, both labels, and both labels in each split.",
+        )
+    ],
+)
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, contacts: Any
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The as-of month's window of contacts, split train/validation (stratified, seeded)."""
+    as_of = pd.Timestamp(context.partition_key)
+    months = window_months(as_of, config.window_months)
+    window = describe(months)
+    try:
+        frame = assemble_window(_contacts_by_month(context, contacts), as_of, config.window_months)
+        split = split_window(frame, config.validation_share, config.seed, window)
+        TrainingSet.validate(split)
+    except (TrainingDataError, pa.errors.SchemaError) as error:
+        yield dg.AssetCheckResult(
+            check_name=TRAINABLE_CHECK, passed=False, metadata={"reason": str(error)}
+        )
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    context.resources.mlflow.set_tags({"as_of": f"{as_of:%Y-%m}", "window": window})
+    counts = split.groupby(["split", "y"]).size().unstack(fill_value=0)
+    yield dg.AssetCheckResult(
+        check_name=TRAINABLE_CHECK,
+        passed=True,
+        metadata={"rows_by_split_and_label": dg.MetadataValue.md(counts.to_markdown())},
+    )
+    yield dg.Output(
+        split,
+        metadata={
+            "window": window,
+            "dagster/row_count": len(split),
+            "train_rows": int((split["split"] == TRAIN).sum()),
+            "validation_rows": int((split["split"] == VALIDATION).sum()),
+            "subscription_rate": float((split["y"] == "yes").mean()),
+            "digest": frame_digest(split),
+        },
+    )
+
+
+class LogisticRegressionConfig(dg.Config):
+    C: float = Field(default=1.0, gt=0, description="Inverse regularization strength.")
+    max_iter: int = Field(default=2000, ge=1, description="Solver iterations at most.")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="'balanced' reweights classes; it inflates probabilities."
+    )
+    seed: int = Field(default=42, description="Random seed.")
+
+
+class RandomForestConfig(dg.Config):
+    n_estimators: int = Field(default=400, ge=1, description="Number of trees.")
+    max_depth: int | None = Field(default=None, description="Depth limit (None: unlimited).")
+    min_samples_leaf: int = Field(default=3, ge=1, description="Smallest leaf, in rows.")
+    max_features: str = Field(default="sqrt", description="Features tried at each split.")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="'balanced' reweights classes per bootstrap sample."
+    )
+    n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
+    seed: int = Field(default=42, description="Random seed.")
+
+
+class XGBoostConfig(dg.Config):
+    n_estimators: int = Field(default=1000, ge=1, description="Boosting rounds.")
+    learning_rate: float = Field(default=0.03, gt=0, description="Shrinkage per round.")
+    max_depth: int = Field(default=5, ge=1, description="Depth of each tree.")
+    min_child_weight: float = Field(default=5.0, ge=0, description="Smallest leaf weight.")
+    subsample: float = Field(default=0.8, gt=0, le=1, description="Rows sampled per tree.")
+    colsample_bytree: float = Field(default=0.6, gt=0, le=1, description="Columns per tree.")
+    reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularization.")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="'balanced' weights rows inversely to class frequency."
+    )
+    n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
+    seed: int = Field(default=42, description="Random seed.")
+
+
+class SVCConfig(dg.Config):
+    C: float = Field(default=1.0, gt=0, description="Regularization (RBF kernel).")
+    gamma: str = Field(default="scale", description="Kernel coefficient.")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="'balanced' reweights classes."
+    )
+    max_train_rows: int = Field(
+        default=6000,
+        ge=100,
+        description="SVC fits in quadratic time: larger windows are subsampled (stratified) to "
+        "this many rows; the cap is logged with the run.",
+    )
+    seed: int = Field(default=42, description="Random seed.")
+
+
+class MLPConfig(dg.Config):
+    hidden_layer_sizes: list[int] = Field(default=[64, 32], description="Units per hidden layer.")
+    alpha: float = Field(default=1e-3, ge=0, description="L2 penalty.")
+    learning_rate_init: float = Field(default=1e-3, gt=0, description="Adam's learning rate.")
+    max_iter: int = Field(default=200, ge=1, description="Epochs at most (early stopping on).")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none", description="'balanced' weights rows inversely to class frequency."
+    )
+    seed: int = Field(default=42, description="Random seed.")
+
+
+CANDIDATE_CONFIGS: dict[str, type[dg.Config]] = {
+    "logistic_regression": LogisticRegressionConfig,
+    "random_forest": RandomForestConfig,
+    "xgboost": XGBoostConfig,
+    "svc": SVCConfig,
+    "mlp": MLPConfig,
+}
+
+
+def _candidate_asset(family: str, config_class: type[dg.Config]) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{family}_candidate",
+        group_name=GROUP,
+        partitions_def=monthly_partitions,
+        required_resource_keys={"mlflow", "model_inputs"},
+        kinds={"sklearn", "mlflow"},
+        description=f"A {family.replace('_', ' ')} pipeline trained on the window, logged to "
+        f"MLflow as a nested run and registered as a version of bank-marketing.",
+    )
+    def candidate(
+        context: dg.AssetExecutionContext,
+        config: config_class,  # type: ignore[valid-type]
+        training_set: pd.DataFrame,
+    ) -> dg.Output[CandidateRecord]:
+        params = config.model_dump()
+        seed = params.pop("seed")
+        max_rows = params.pop("max_train_rows", None)
+        model_inputs: ModelInputs = context.resources.model_inputs
+        inputs = model_inputs.checked()
+        train = training_set[training_set["split"] == TRAIN].drop(columns="split")
+        validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
+        fitted = fit_candidate(
+            family, params, inputs, train, validation, max_train_rows=max_rows, seed=seed
+        )
+        as_of = pd.Timestamp(context.partition_key)
+        source = raw_source(context).get("location", "contacts")
+        window = training_set["contact_month"]
+        record = log_candidate(
+            fitted,
+            params={**params, "seed": seed, "max_train_rows": max_rows},
+            inputs=inputs,
+            train=train,
+            validation=validation,
+            tags={
+                "as_of": f"{as_of:%Y-%m}",
+                "window": f"{window.min():%Y-%m}..{window.max():%Y-%m}",
+                "dagster_run_id": context.run_id,
+            },
+            data_source=source,
+        )
+        context.log.info(
+            "%s: validation ROC AUC %.4f, version %s",
+            family,
+            record.validation_metrics["roc_auc"],
+            record.model_version,
+        )
+        return dg.Output(
+            record,
+            metadata={
+                "mlflow_run_id": record.run_id,
+                "model_version": record.model_version,
+                "fit_seconds": round(fitted.fit_seconds, 2),
+                "train_rows": fitted.train_rows,
+                "train_rows_capped": fitted.train_rows_capped,
+                **{f"validation_{k}": v for k, v in record.validation_metrics.items()},
+            },
+        )
+
+    return candidate
+
+
+candidates = [_candidate_asset(family, cls) for family, cls in CANDIDATE_CONFIGS.items()]
+
+
+class ChampionConfig(dg.Config):
+    margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The challenger must beat the champion's ROC AUC by more than this, on the "
+        "same validation data, to replace it.",
+    )
+    roc_auc_floor: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="No model below this validation ROC AUC is promoted or passes the check.",
+    )
+
+
+@dataclass(frozen=True)
+class ChampionRecord:
+    """The champion after a round, and the decision that made or kept it."""
+
+    version: str
+    as_of: str
+    validation_metrics: dict[str, float] | None
+    decision: registry.Decision
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=monthly_partitions,
+    ins={f"{family}_candidate": dg.AssetIn() for family in CANDIDATE_CONFIGS},
+    required_resource_keys={"mlflow"},
+    kinds={"mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHAMPION_CHECK,
+            asset="champion_model",
+            blocking=True,
+            description="The champion's probabilities on this round's validation data are finite "
+            "and in [0, 1], and its ROC AUC is at least roc_auc_floor.",
+        )
+    ],
+)
+def champion_model(
+    context: dg.AssetExecutionContext,
+    config: ChampionConfig,
+    training_set: pd.DataFrame,
+    **candidates_by_name: CandidateRecord,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The registry's production model (alias champion on bank-marketing) after this round."""
+    client = MlflowClient()
+    validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
+    ranked = registry.rank(list(candidates_by_name.values()))
+    registry.tag_staging(client, ranked, round_id=context.run_id)
+    best = ranked[0]
+    challenger = registry.evaluate_version(best.model_version, validation)
+    current = registry.champion_version(client)
+    incumbent = (
+        registry.evaluate_version(current.version, validation) if current is not None else None
+    )
+    decision = registry.decide(
+        challenger_version=best.model_version,
+        challenger_roc_auc=challenger.roc_auc,
+        challenger_problem=challenger.problem,
+        champion_version=current.version if current is not None else None,
+        champion_roc_auc=incumbent.roc_auc if incumbent is not None else None,
+        champion_problem=incumbent.problem if incumbent is not None else None,
+        margin=config.margin,
+        floor=config.roc_auc_floor,
+    )
+    registry.apply(client, decision)
+    live = challenger if decision.promoted else incumbent
+    context.log.info("Promotion: %s", decision.reason)
+
+    problem = _unsound(live, config.roc_auc_floor)
+    metadata = {
+        "decision": decision.reason,
+        "promoted": decision.promoted,
+        "champion_version": live.version if live is not None else "none",
+        "challenger_version": decision.challenger_version,
+        "challenger_roc_auc": _number(decision.challenger_roc_auc),
+        "previous_champion_version": decision.champion_version or "none",
+        "previous_champion_roc_auc": _number(decision.champion_roc_auc),
+        "ranking": dg.MetadataValue.md(
+            pd.DataFrame(
+                [
+                    {
+                        "family": c.family,
+                        "version": c.model_version,
+                        "validation_roc_auc": round(c.validation_metrics["roc_auc"], 4),
+                        "stage": "staging" if place < registry.STAGING_TOP else "",
+                    }
+                    for place, c in enumerate(ranked)
+                ]
+            ).to_markdown(index=False)
+        ),
+    }
+    yield dg.AssetCheckResult(
+        check_name=CHAMPION_CHECK,
+        passed=problem is None,
+        metadata={"problem": problem or "none", **metadata},
+    )
+    if problem is not None or live is None:
+        raise dg.Failure(
+            description=f"champion_model {context.partition_key[:7]}: {problem}. "
+            f"Decision: {decision.reason}",
+            metadata=metadata,
+            allow_retries=False,
+        )
+    yield dg.Output(
+        ChampionRecord(
+            version=live.version,
+            as_of=context.partition_key[:7],
+            validation_metrics=live.metrics,
+            decision=decision,
+        ),
+        metadata=metadata,
+    )
+
+
+def _unsound(live: registry.Evaluation | None, floor: float) -> str | None:
+    if live is None:
+        return "there is no champion: no candidate passed the rule"
+    if live.problem is not None:
+        return f"champion v{live.version}: {live.problem}"
+    if live.roc_auc is not None and live.roc_auc < floor:
+        return f"champion v{live.version} validation ROC AUC {live.roc_auc:.4f} < floor {floor}"
+    return None
+
+
+def _number(value: float | None) -> float | str:
+    return "none" if value is None else round(value, 4)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=monthly_partitions,
+    ins={"contacts": dg.AssetIn(partition_mapping=month_after_as_of)},
+    required_resource_keys={"mlflow"},
+    kinds={"mlflow"},
+)
+def champion_evaluation(
+    context: dg.AssetExecutionContext, champion_model: ChampionRecord, contacts: Any
+) -> dg.Output[dict[str, Any]]:
+    """The champion scored on the month after its training window: how it does on unseen data."""
+    as_of = pd.Timestamp(context.partition_key)
+    test_month = f"{as_of + pd.offsets.MonthBegin(1):%Y-%m}"
+    frames = _contacts_by_month(context, contacts)
+    month = next(iter(frames.values()), None)
+    base = {"as_of": f"{as_of:%Y-%m}", "test_month": test_month, "version": champion_model.version}
+    if month is None or month.empty or month["y"].nunique() < 2:
+        reason = (
+            f"no contacts in {test_month}"
+            if month is None or month.empty
+            else f"{test_month} has only one label"
+        )
+        context.log.warning("Test evaluation skipped: %s", reason)
+        return dg.Output({**base, "skipped": reason}, metadata={**base, "skipped": reason})
+    evaluation = registry.evaluate_version(champion_model.version, month)
+    if evaluation.metrics is None:
+        raise dg.Failure(
+            description=f"champion v{champion_model.version} cannot be scored on {test_month}: "
+            f"{evaluation.problem}"
+        )
+    mlflow = context.resources.mlflow
+    with mlflow.start_run(
+        run_name=f"test v{champion_model.version} on {test_month}",
+        nested=True,
+        tags={**base, "kind": "test_evaluation", "dagster_run_id": context.run_id},
+    ):
+        mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+        mlflow.log_param("test_rows", len(month))
+    return dg.Output(
+        {**base, **evaluation.metrics, "rows": len(month)},
+        metadata={
+            **base,
+            "rows": len(month),
+            **{f"test_{k}": round(v, 4) for k, v in evaluation.metrics.items()},
+        },
+    )

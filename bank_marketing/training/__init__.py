@@ -1,0 +1,4 @@
+"""Training: windows of months, features inside the model, five families, metrics, the registry.
+
+Imports nothing from Dagster; the assets in ``bank_marketing.assets.training`` call it.
+"""

@@ -1,0 +1,67 @@
+"""Fitting one candidate: the family's estimator in the feature pipeline, scored on both splits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from bank_marketing.training.families import BUILDERS, SCALED, sample_weights
+from bank_marketing.training.features import build_pipeline, labels
+from bank_marketing.training.metrics import classification_metrics
+from bank_marketing.training.windows import LABEL
+
+
+@dataclass(frozen=True)
+class FittedCandidate:
+    family: str
+    pipeline: Pipeline
+    train_metrics: dict[str, float]
+    validation_metrics: dict[str, float]
+    fit_seconds: float
+    train_rows: int
+    train_rows_capped: bool
+
+
+def fit_candidate(
+    family: str,
+    params: Mapping[str, Any],
+    inputs: Sequence[str],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    *,
+    max_train_rows: int | None = None,
+    seed: int = 0,
+) -> FittedCandidate:
+    """Fit ``family`` with ``params`` on ``train`` (capped, stratified, when too slow to fit)."""
+    capped = max_train_rows is not None and len(train) > max_train_rows
+    if capped:
+        train = train.groupby(LABEL, group_keys=False).sample(
+            frac=max_train_rows / len(train), random_state=seed
+        )
+    estimator = BUILDERS[family](**params, seed=seed)
+    pipeline = build_pipeline(inputs, estimator, scale_numeric=family in SCALED)
+    y_train = labels(train)
+    weights = sample_weights(family, str(params.get("class_weight", "none")), y_train)
+    fit_params = {} if weights is None else {"model__sample_weight": weights}
+    started = time.perf_counter()
+    pipeline.fit(train, y_train, **fit_params)
+    fit_seconds = time.perf_counter() - started
+    return FittedCandidate(
+        family=family,
+        pipeline=pipeline,
+        train_metrics=score(pipeline, train),
+        validation_metrics=score(pipeline, validation),
+        fit_seconds=fit_seconds,
+        train_rows=len(train),
+        train_rows_capped=capped,
+    )
+
+
+def score(model: Any, frame: pd.DataFrame) -> dict[str, float]:
+    """All metrics of ``model`` (anything with ``predict_proba``) on labelled contacts."""
+    return classification_metrics(labels(frame), model.predict_proba(frame)[:, 1])

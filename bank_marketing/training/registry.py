@@ -1,0 +1,157 @@
+"""The registry rule: which candidate becomes the champion, auditable from the version tags.
+
+One registered model, ``bank-marketing``; every candidate is a version; the top three of a
+round by validation ROC AUC are tagged ``stage=staging``; the alias ``champion`` moves to the
+round's best only if it passes the sanity floor and beats the current champion, scored on the
+same validation data, by more than a margin. The decision and both scores are written to the
+challenger's version tags whichever way it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from bank_marketing.training.features import labels
+from bank_marketing.training.metrics import classification_metrics
+from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord
+
+CHAMPION_ALIAS = "champion"
+STAGING_TOP = 3
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger replaced the champion, with the scores behind it."""
+
+    promoted: bool
+    reason: str
+    challenger_version: str
+    challenger_roc_auc: float | None
+    champion_version: str | None
+    champion_roc_auc: float | None
+    margin: float
+    floor: float
+
+    def as_tags(self) -> dict[str, str]:
+        return {f"promotion_{key}": str(value) for key, value in asdict(self).items()}
+
+
+def decide(
+    *,
+    challenger_version: str,
+    challenger_roc_auc: float | None,
+    challenger_problem: str | None,
+    champion_version: str | None,
+    champion_roc_auc: float | None,
+    champion_problem: str | None,
+    margin: float,
+    floor: float,
+) -> Decision:
+    """The promotion rule, as a pure function of the two scores on the same validation data."""
+
+    def verdict(promoted: bool, reason: str) -> Decision:
+        return Decision(
+            promoted=promoted,
+            reason=reason,
+            challenger_version=challenger_version,
+            challenger_roc_auc=challenger_roc_auc,
+            champion_version=champion_version,
+            champion_roc_auc=champion_roc_auc,
+            margin=margin,
+            floor=floor,
+        )
+
+    if challenger_problem is not None or challenger_roc_auc is None:
+        return verdict(False, f"challenger v{challenger_version} is unusable: {challenger_problem}")
+    if challenger_roc_auc < floor:
+        return verdict(
+            False,
+            f"challenger v{challenger_version} validation ROC AUC {challenger_roc_auc:.4f} is "
+            f"below the floor {floor:.4f}",
+        )
+    if champion_version is None:
+        return verdict(True, f"no champion yet: v{challenger_version} becomes the first")
+    if champion_problem is not None or champion_roc_auc is None:
+        return verdict(
+            False,
+            f"current champion v{champion_version} could not be scored on this round's "
+            f"validation data ({champion_problem}); it stays until an operator looks at it",
+        )
+    if challenger_roc_auc > champion_roc_auc + margin:
+        return verdict(
+            True,
+            f"challenger v{challenger_version} ROC AUC {challenger_roc_auc:.4f} beats champion "
+            f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f}",
+        )
+    return verdict(
+        False,
+        f"challenger v{challenger_version} ROC AUC {challenger_roc_auc:.4f} does not beat champion "
+        f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f}: the champion stays",
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model version scored on labelled contacts, or why it could not be."""
+
+    version: str
+    metrics: dict[str, float] | None
+    problem: str | None
+
+    @property
+    def roc_auc(self) -> float | None:
+        return None if self.metrics is None else self.metrics["roc_auc"]
+
+
+def evaluate_version(version: str, frame: pd.DataFrame) -> Evaluation:
+    """Load ``version`` from the registry and score it on ``frame``: finite, in [0, 1], metrics."""
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+        probability = np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
+    except (MlflowException, OSError, ValueError, KeyError, AttributeError) as error:
+        return Evaluation(version, None, f"cannot load or run the model: {error}")
+    if not np.all(np.isfinite(probability)):
+        return Evaluation(version, None, "probabilities are not all finite")
+    if probability.min() < 0 or probability.max() > 1:
+        return Evaluation(version, None, "probabilities fall outside [0, 1]")
+    return Evaluation(version, classification_metrics(labels(frame), probability), None)
+
+
+def champion_version(client: MlflowClient) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def rank(candidates: Sequence[CandidateRecord]) -> list[CandidateRecord]:
+    """Best first by validation ROC AUC; ties broken by version, oldest first."""
+    return sorted(
+        candidates, key=lambda c: (-c.validation_metrics["roc_auc"], int(c.model_version))
+    )
+
+
+def tag_staging(client: MlflowClient, ranked: Sequence[CandidateRecord], round_id: str) -> None:
+    for place, candidate in enumerate(ranked, start=1):
+        client.set_model_version_tag(MODEL_NAME, candidate.model_version, "round", round_id)
+        client.set_model_version_tag(MODEL_NAME, candidate.model_version, "round_rank", str(place))
+        if place <= STAGING_TOP:
+            client.set_model_version_tag(MODEL_NAME, candidate.model_version, "stage", "staging")
+
+
+def apply(client: MlflowClient, decision: Decision) -> None:
+    """Write the decision to the challenger's tags and, if promoted, move the alias."""
+    for key, value in decision.as_tags().items():
+        client.set_model_version_tag(MODEL_NAME, decision.challenger_version, key, value)
+    if decision.promoted:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, decision.challenger_version)

@@ -1,0 +1,135 @@
+"""MLflow tracking of candidates: one nested run each, under the Dagster run's MLflow run.
+
+The logged model is the whole pipeline, saved with skops (MLflow 3's safe default) rather than
+pickle, so loading a version cannot run arbitrary code. skops refuses a few types it cannot vouch
+for; the ones our five families need are listed in ``SKOPS_TRUSTED_TYPES``. They are trusted
+because every model in this registry is one this system trained itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from bank_marketing.data.fields import LABEL
+from bank_marketing.training.candidates import FittedCandidate
+
+MODEL_NAME = "bank-marketing"
+EXPERIMENT_NAME = "bank-marketing"
+SKOPS_TRUSTED_TYPES = [
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+]
+REFERENCE_ARTIFACT = "reference/validation.parquet"
+INPUT_EXAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """What the registry needs of a trained candidate."""
+
+    family: str
+    run_id: str
+    model_version: str
+    model_uri: str
+    train_metrics: dict[str, float]
+    validation_metrics: dict[str, float]
+    fit_seconds: float
+
+
+def ensure_experiment(name: str, artifact_location: str | None) -> str:
+    """The experiment's id, creating it with ``artifact_location`` (None: the server's choice)."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A short content digest of a frame, stable across processes."""
+    hashed = pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
+    return hashlib.sha256(hashed).hexdigest()[:16]
+
+
+def log_candidate(
+    fitted: FittedCandidate,
+    *,
+    params: Mapping[str, Any],
+    inputs: Sequence[str],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    tags: Mapping[str, str],
+    data_source: str,
+) -> CandidateRecord:
+    """Log ``fitted`` as a nested run of the active run and register it as a model version."""
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_candidate needs an active MLflow run to nest the candidate under")
+    with mlflow.start_run(
+        run_name=f"{fitted.family} as of {tags.get('as_of', '?')}",
+        nested=True,
+        tags={**tags, "family": fitted.family},
+    ) as run:
+        mlflow.log_params(
+            {
+                **params,
+                "inputs": ",".join(inputs),
+                "train_rows": fitted.train_rows,
+                "train_rows_capped": fitted.train_rows_capped,
+                "validation_rows": len(validation),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **{f"train_{k}": v for k, v in fitted.train_metrics.items()},
+                **{f"validation_{k}": v for k, v in fitted.validation_metrics.items()},
+                "fit_seconds": fitted.fit_seconds,
+            }
+        )
+        for frame, context in ((train, "training"), (validation, "validation")):
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=data_source,
+                targets=LABEL,
+                name=f"{context} {tags.get('window', '')}".strip(),
+                digest=frame_digest(frame),
+            )
+            mlflow.log_input(dataset, context=context)
+        _log_reference(validation)
+        example = validation[list(inputs)].head(INPUT_EXAMPLE_ROWS)
+        info = mlflow.sklearn.log_model(
+            fitted.pipeline,
+            name="model",
+            signature=infer_signature(example, fitted.pipeline.predict_proba(example)),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            registered_model_name=MODEL_NAME,
+        )
+    return CandidateRecord(
+        family=fitted.family,
+        run_id=run.info.run_id,
+        model_version=str(info.registered_model_version),
+        model_uri=f"models:/{MODEL_NAME}/{info.registered_model_version}",
+        train_metrics=fitted.train_metrics,
+        validation_metrics=fitted.validation_metrics,
+        fit_seconds=fitted.fit_seconds,
+    )
+
+
+def _log_reference(validation: pd.DataFrame) -> None:
+    """The validation set, kept with the model: drift reports compare new months against it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(REFERENCE_ARTIFACT).name
+        validation.to_parquet(path)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))

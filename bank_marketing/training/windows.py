@@ -1,0 +1,76 @@
+"""Training windows: the N months up to and including an as-of month, split for validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from bank_marketing.data.fields import LABEL
+
+TRAIN, VALIDATION = "train", "validation"
+
+
+class TrainingDataError(ValueError):
+    """The window cannot train a model (no rows, one class, too few rows to split)."""
+
+
+def window_months(as_of: pd.Timestamp, months: int) -> list[pd.Timestamp]:
+    """The ``months`` calendar months ending with ``as_of``, oldest first."""
+    if months < 1:
+        raise ValueError(f"a window has at least one month, not {months}")
+    return list(pd.date_range(end=as_of, periods=months, freq="MS"))
+
+
+def describe(months: list[pd.Timestamp]) -> str:
+    return f"{months[0]:%Y-%m}..{months[-1]:%Y-%m} ({len(months)} month(s))"
+
+
+def assemble_window(
+    contacts_by_month: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, months: int
+) -> pd.DataFrame:
+    """The contacts of the window, in file order. Months before the data's first are empty.
+
+    ``contacts_by_month`` maps partition keys (``YYYY-MM-DD``) to months of contacts; a key after
+    ``as_of`` is ignored, so later data can never leak into training.
+    """
+    wanted = {f"{month:%Y-%m-%d}" for month in window_months(as_of, months)}
+    frames = [frame for key, frame in sorted(contacts_by_month.items()) if key in wanted]
+    if not frames:
+        raise TrainingDataError(
+            f"training window {describe(window_months(as_of, months))} has no stored months"
+        )
+    return pd.concat(frames).sort_index()
+
+
+def split_window(
+    frame: pd.DataFrame, validation_share: float, seed: int, where: str
+) -> pd.DataFrame:
+    """``frame`` with a ``split`` column, stratified by the label and seeded.
+
+    Raises :class:`TrainingDataError` naming the window when it cannot train a model.
+    """
+    counts = frame[LABEL].value_counts()
+    if frame.empty:
+        raise TrainingDataError(f"training window {where} has no contacts")
+    if len(counts) < 2:
+        raise TrainingDataError(
+            f"training window {where} has only {counts.index[0]!r} labels ({len(frame)} rows): "
+            f"a model needs both classes; widen the window"
+        )
+    smallest = int(counts.min())
+    if smallest < 2 or round(len(frame) * validation_share) < 2:
+        raise TrainingDataError(
+            f"training window {where} is too small to split ({len(frame)} rows, "
+            f"{smallest} in the smaller class); widen the window"
+        )
+    train_index, _ = train_test_split(
+        frame.index,
+        test_size=validation_share,
+        stratify=frame[LABEL],
+        random_state=seed,
+    )
+    split = pd.Series(VALIDATION, index=frame.index)
+    split[train_index] = TRAIN
+    return frame.assign(split=split)
