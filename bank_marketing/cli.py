@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from bank_marketing.settings import Settings
 
+# The replay's first champion is trained as of the end of 2008.
+DEFAULT_AS_OF = "2008-12"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -18,9 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
-        help="Read the source and materialize every monthly contacts partition.",
-        description="Read BANK_MARKETING_SOURCE into raw_contacts, then validate and store each "
-        "month of contacts, on the Dagster instance in DAGSTER_HOME.",
+        help="Ingest every month, train and promote a champion, and test it on the next month.",
+        description="Read BANK_MARKETING_SOURCE into raw_contacts, validate and store each month "
+        "of contacts, train the five candidates as of --as-of in parallel, promote a champion "
+        "in the MLflow registry, and score it on the following month; all on the Dagster "
+        "instance in DAGSTER_HOME.",
     )
     run.add_argument(
         "--months",
@@ -28,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="YYYY-MM",
         help="Only these months (default: all 31, 2008-05 .. 2010-11).",
     )
+    run.add_argument(
+        "--as-of",
+        default=DEFAULT_AS_OF,
+        metavar="YYYY-MM",
+        help=f"Train on the window ending with this month (default: {DEFAULT_AS_OF}).",
+    )
+    run.add_argument("--no-train", action="store_true", help="Stop after the data assets.")
     commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
@@ -39,17 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
         return 0
     if args.command == "run":
-        return _run(settings, args.months)
+        return _run(settings, args.months, None if args.no_train else args.as_of)
     return 2
 
 
-def _run(settings: Settings, months: list[str] | None) -> int:
+def _run(settings: Settings, months: list[str] | None, as_of: str | None) -> int:
     settings.prepare()
     # The Dagster UI (make dev) reads the same instance through DAGSTER_HOME.
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
 
     import dagster as dg
-    from tabulate import tabulate
 
     from bank_marketing.definitions import build_definitions
     from bank_marketing.partitions import monthly_partitions
@@ -64,6 +75,9 @@ def _run(settings: Settings, months: list[str] | None) -> int:
             print(f"error: no such month(s): {', '.join(k[:7] for k in unknown)}", file=sys.stderr)
             return 2
         keys = [k for k in keys if k in wanted]
+    if as_of is not None and f"{as_of}-01" not in monthly_partitions.get_partition_keys():
+        print(f"error: --as-of {as_of} is not a month of the data", file=sys.stderr)
+        return 2
 
     with dg.DagsterInstance.get() as instance:
         print(f"Reading {settings.source} (Dagster instance: {settings.dagster_home})")
@@ -81,6 +95,19 @@ def _run(settings: Settings, months: list[str] | None) -> int:
             print(f"  contacts {outcome.partition_key[:7]}: {state}", flush=True)
 
         outcomes = backfill_contacts(defs, instance, keys, on_month=progress)
+        _print_months(outcomes)
+        failed = [o for o in outcomes if not o.success]
+        for o in failed:
+            print(f"error: {o.partition_key[:7]}: {o.error}", file=sys.stderr)
+        if failed:
+            return 1
+        if as_of is None:
+            return 0
+        return _train(defs, instance, f"{as_of}-01")
+
+
+def _print_months(outcomes: list) -> None:
+    from tabulate import tabulate
 
     table = [
         (
@@ -93,12 +120,58 @@ def _run(settings: Settings, months: list[str] | None) -> int:
         for o in outcomes
     ]
     print(tabulate(table, headers=["month", "rows", "rejected", "subscribed", "status"]))
-    failed = [o for o in outcomes if not o.success]
+    stored = sum(1 for o in outcomes if o.success)
     total = sum(o.rows or 0 for o in outcomes)
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} months stored, {total} contacts.")
-    for o in failed:
-        print(f"error: {o.partition_key[:7]}: {o.error}", file=sys.stderr)
-    return 1 if failed else 0
+    print(f"{stored} of {len(outcomes)} months stored, {total} contacts.")
+
+
+def _train(defs, instance, as_of: str) -> int:
+    from tabulate import tabulate
+
+    from bank_marketing.runner import failure_message, run_evaluation, run_training
+
+    print(f"Training five candidates as of {as_of[:7]} (parallel processes)...", flush=True)
+    result = run_training(instance, as_of)
+    meta = {
+        event.asset_key.to_user_string(): {
+            key: value.value
+            for key, value in event.event_specific_data.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    candidates = [
+        (
+            name.removesuffix("_candidate"),
+            m["model_version"],
+            f"{m['validation_roc_auc']:.4f}",
+            f"{m['validation_pr_auc']:.4f}",
+            m["train_rows"],
+            m["fit_seconds"],
+        )
+        for name, m in sorted(meta.items())
+        if name.endswith("_candidate")
+    ]
+    if candidates:
+        headers = ["family", "version", "val ROC AUC", "val PR AUC", "train rows", "fit s"]
+        print(tabulate(candidates, headers=headers))
+    if not result.success:
+        print(f"error: training as of {as_of[:7]}: {failure_message(result)}", file=sys.stderr)
+        return 1
+    champion = meta["champion_model"]
+    print(f"champion: v{champion['champion_version']} ({champion['decision']})")
+    evaluation = run_evaluation(defs, instance, as_of)
+    if not evaluation.success:
+        print(f"error: test evaluation: {failure_message(evaluation)}", file=sys.stderr)
+        return 1
+    test = evaluation.asset_materializations_for_node("champion_evaluation")[0].metadata
+    if "skipped" in test:
+        print(f"test evaluation skipped: {test['skipped'].value}")
+    else:
+        print(
+            f"test on {test['test_month'].value} ({test['rows'].value} contacts): "
+            f"ROC AUC {test['test_roc_auc'].value:.4f}, PR AUC {test['test_pr_auc'].value:.4f}"
+        )
+    return 0
 
 
 if __name__ == "__main__":

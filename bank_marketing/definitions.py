@@ -96,4 +96,4 @@ defs = build_definitions(Settings.from_env())
 
 def training_job_from_env() -> dg.JobDefinition:
     """The training job, rebuilt from the environment in each process of a multiprocess run."""
-    return defs.resolve_job_def("training_job")
+    return build_definitions(Settings.from_env()).resolve_job_def("training_job")

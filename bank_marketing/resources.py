@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import CONFIG_SCHEMA as dagster_mlflow_config_schema
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from bank_marketing import store
@@ -98,7 +99,35 @@ class ModelInputs(dg.ConfigurableResource):
 )
 def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Any:
     config = init_context.resource_config
+    _end_leftover_runs()
     if config.get("mlflow_tracking_uri"):
         mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
-    ensure_experiment(config["experiment_name"], config.get("artifact_location"))
+    try:
+        ensure_experiment(config["experiment_name"], config.get("artifact_location"))
+    except MlflowException as error:
+        raise TrackingUnavailable(
+            f"MLflow tracking at {mlflow.get_tracking_uri()} did not answer or refused the "
+            f"request ({error.message}); check MLFLOW_TRACKING_URI and that the server is up. "
+            f"Nothing was trained or promoted."
+        ) from error
     return mlflow_tracking.resource_fn(init_context)
+
+
+def _end_leftover_runs() -> None:
+    """End MLflow runs still active in this process from an earlier step or Dagster run.
+
+    Runs executed in one process (in-process jobs, the replay, tests) share MLflow's active-run
+    stack, and dagster-mlflow logs into whatever run is active, so a run left open would collect
+    the next run's logs. dagster-mlflow finds and resumes the current Dagster run's own run by its
+    tag right after this.
+    """
+    while mlflow.active_run() is not None:
+        try:
+            mlflow.end_run()
+        except MlflowException:
+            # end_run has already taken the run off the stack; its store may be another one.
+            continue
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server or store cannot be used."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -84,8 +85,8 @@ def run_evaluation(
     )
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
-    """The first step failure's message, as the user should read it."""
+def failure_message(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> str | None:
+    """Why a run failed, as the user should read it: a step's failure, else a resource's error."""
     for event in result.all_events:
         if not event.is_step_failure:
             continue
@@ -93,8 +94,19 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
         if data.user_failure_data is not None and data.user_failure_data.description:
             return data.user_failure_data.description
         if data.error is not None:
-            return data.error.message.strip()
+            return _innermost(data.error)
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None:
+            return _innermost(error)
     return None
+
+
+def _innermost(error: Any) -> str:
+    """The message of the error at the bottom of a chain of Dagster wrappers."""
+    while error.cause is not None and error.message.startswith("dagster._core.errors."):
+        error = error.cause
+    return error.message.strip()
 
 
 def _outcome(key: str, result: dg.ExecuteInProcessResult) -> MonthOutcome:

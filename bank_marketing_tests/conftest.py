@@ -28,6 +28,16 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_outside_the_work_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """MLflow falls back to ./mlflow.db when no URI is set: keep any such use in a temp folder."""
+    default = tmp_path_factory.mktemp("mlflow-default") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{default}")
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield
+
+
 @pytest.fixture(scope="session")
 def bank_full_path() -> Path:
     source = os.environ.get("BANK_MARKETING_SOURCE", "")

@@ -251,7 +251,9 @@ def _candidate_asset(family: str, config_class: type[dg.Config]) -> dg.AssetsDef
             tags={
                 "as_of": f"{as_of:%Y-%m}",
                 "window": f"{window.min():%Y-%m}..{window.max():%Y-%m}",
-                "dagster_run_id": context.run_id,
+                # Not "dagster_run_id": dagster-mlflow finds the Dagster run's own MLflow run by
+                # that tag, and a child carrying it would be taken for the parent.
+                "dagster.run_id": context.run.run_id,
             },
             data_source=source,
         )
@@ -330,7 +332,7 @@ def champion_model(
     client = MlflowClient()
     validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
     ranked = registry.rank(list(candidates_by_name.values()))
-    registry.tag_staging(client, ranked, round_id=context.run_id)
+    registry.tag_staging(client, ranked, round_id=context.run.run_id)
     best = ranked[0]
     challenger = registry.evaluate_version(best.model_version, validation)
     current = registry.champion_version(client)
@@ -445,7 +447,7 @@ def champion_evaluation(
     with mlflow.start_run(
         run_name=f"test v{champion_model.version} on {test_month}",
         nested=True,
-        tags={**base, "kind": "test_evaluation", "dagster_run_id": context.run_id},
+        tags={**base, "kind": "test_evaluation", "dagster.run_id": context.run.run_id},
     ):
         mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
         mlflow.log_param("test_rows", len(month))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -82,13 +83,12 @@ def xgboost(
 
 
 def svc(C: float, gamma: str | float, class_weight: str, seed: int, **_: Any) -> BaseEstimator:
-    return SVC(
-        C=C,
-        kernel="rbf",
-        gamma=gamma,
-        probability=True,
-        class_weight=_weights(class_weight),
-        random_state=seed,
+    # Platt scaling on out-of-fold decision values: scikit-learn's replacement for
+    # SVC(probability=True), which 1.9 deprecates.
+    return CalibratedClassifierCV(
+        SVC(C=C, kernel="rbf", gamma=gamma, class_weight=_weights(class_weight), random_state=seed),
+        method="sigmoid",
+        ensemble=False,
     )
 
 

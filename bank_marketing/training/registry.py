@@ -9,6 +9,7 @@ challenger's version tags whichever way it goes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -69,6 +70,8 @@ def decide(
             floor=floor,
         )
 
+    if challenger_roc_auc is not None and not math.isfinite(challenger_roc_auc):
+        challenger_problem = challenger_problem or f"ROC AUC is {challenger_roc_auc}"
     if challenger_problem is not None or challenger_roc_auc is None:
         return verdict(False, f"challenger v{challenger_version} is unusable: {challenger_problem}")
     if challenger_roc_auc < floor:

@@ -73,4 +73,10 @@ def split_window(
     )
     split = pd.Series(VALIDATION, index=frame.index)
     split[train_index] = TRAIN
+    labels_per_split = frame[LABEL].groupby(split).nunique()
+    if len(labels_per_split) < 2 or (labels_per_split < 2).any():
+        raise TrainingDataError(
+            f"training window {where} is too small to split: with {smallest} row(s) in the "
+            f"smaller class, one split would hold a single label; widen the window"
+        )
     return frame.assign(split=split)

@@ -1,0 +1,99 @@
+"""Features inside the model: allowed inputs, and a pipeline that takes raw contact records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from bank_marketing.training.features import DEFAULT_INPUTS, build_pipeline, check_inputs, labels
+
+
+def _records(rows: int, jobs: list[str], seed: int = 0) -> pd.DataFrame:
+    """Raw contact records as stored: every column, the label and after-the-call fields too."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, rows),
+            "job": [jobs[i % len(jobs)] for i in range(rows)],
+            "marital": ["married"] * rows,
+            "balance": rng.integers(-500, 5000, rows),
+            "housing": ["yes", "no"] * (rows // 2),
+            "contact": ["cellular"] * rows,
+            "day": rng.integers(1, 29, rows),
+            "month": ["may"] * rows,
+            "duration": rng.integers(0, 900, rows),
+            "campaign": rng.integers(1, 5, rows),
+            "pdays": [-1] * rows,
+            "previous": [0] * rows,
+            "poutcome": ["unknown"] * rows,
+            "y": ["no", "no", "no", "yes"] * (rows // 4),
+        }
+    )
+
+
+def _fitted(train: pd.DataFrame) -> Pipeline:
+    pipeline = build_pipeline(DEFAULT_INPUTS, LogisticRegression(max_iter=500), scale_numeric=True)
+    return pipeline.fit(train, labels(train))
+
+
+def test_default_inputs_are_the_original_projects() -> None:
+    assert DEFAULT_INPUTS == (
+        "age", "job", "balance", "housing", "contact", "day", "month", "campaign", "pdays",
+        "previous", "poutcome",
+    )  # fmt: skip
+
+
+def test_check_inputs_splits_numeric_from_categorical_in_order() -> None:
+    assert check_inputs(["month", "age", "job", "balance"]) == (
+        ["age", "balance"],
+        ["month", "job"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "problem"),
+    [
+        (["age", "duration"], "known only after the call"),
+        (["y"], "known only after the call"),
+        (["age", "salary"], "unknown input column(s) ['salary']"),
+        (["age", "job", "age"], "without repeats"),
+        ([], "non-empty"),
+    ],
+)
+def test_check_inputs_refuses_leaks_unknowns_and_repeats(inputs: list[str], problem: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        check_inputs(inputs)
+    assert problem in str(raised.value)
+
+
+def test_pipeline_scores_records_with_extra_columns_and_unseen_categories() -> None:
+    model = _fitted(_records(40, ["admin.", "technician"]))
+    serving = _records(4, ["astronaut", "student", "admin.", "technician"], seed=1)
+    serving["note"] = "extra"
+    for frame in (serving, serving[list(DEFAULT_INPUTS)]):
+        probability = model.predict_proba(frame)
+        assert probability.shape == (4, 2)
+        assert np.all((probability >= 0) & (probability <= 1))
+        np.testing.assert_allclose(probability.sum(axis=1), 1.0)
+    encoded = pd.DataFrame(
+        model[:-1].transform(serving), columns=model[:-1].get_feature_names_out()
+    )
+    job_columns = [name for name in encoded.columns if name.startswith("job_")]
+    assert encoded.loc[0, job_columns].eq(0).all()  # astronaut: no job at all
+    assert encoded.loc[1, "job_student"] == 1  # allowed though never seen in training
+
+
+def test_encoded_width_does_not_depend_on_the_categories_seen() -> None:
+    # 6 numbers + job 12 + housing 2 + contact 3 + month 12 + poutcome 4 categories
+    expected = 6 + 12 + 2 + 3 + 12 + 4
+    for jobs in (["admin."], ["student", "retired", "unknown", "housemaid"]):
+        model = _fitted(_records(40, jobs))
+        assert model[:-1].transform(_records(4, jobs)).shape == (4, expected)
+
+
+def test_labels_are_one_for_yes_and_zero_for_no() -> None:
+    frame = pd.DataFrame({"y": ["yes", "no", "no", "yes"]})
+    assert labels(frame).tolist() == [1, 0, 0, 1]

@@ -1,0 +1,94 @@
+"""The promotion rule: when a challenger replaces the champion, its audit tags, round ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bank_marketing.training.registry import Decision, decide, rank
+from bank_marketing.training.tracking import CandidateRecord
+
+# Binary fractions, so "better by exactly the margin" is exact in floating point.
+CHAMPION, MARGIN, FLOOR = 0.75, 0.0625, 0.5
+
+
+def _decide(**overrides: Any) -> Decision:
+    arguments: dict[str, Any] = {
+        "challenger_version": "7",
+        "challenger_roc_auc": 0.875,
+        "challenger_problem": None,
+        "champion_version": "3",
+        "champion_roc_auc": CHAMPION,
+        "champion_problem": None,
+        "margin": MARGIN,
+        "floor": FLOOR,
+    }
+    return decide(**{**arguments, **overrides})
+
+
+def test_first_usable_challenger_becomes_champion() -> None:
+    decision = _decide(champion_version=None, champion_roc_auc=None)
+    assert decision.promoted and "no champion yet" in decision.reason
+
+
+def test_challenger_beating_champion_by_more_than_margin_is_promoted() -> None:
+    decision = _decide(challenger_roc_auc=CHAMPION + MARGIN + 0.0001)
+    assert decision.promoted and "v7" in decision.reason and "v3" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "challenger", [CHAMPION - 0.1, CHAMPION, CHAMPION + MARGIN / 2, CHAMPION + MARGIN]
+)
+def test_champion_stays_unless_beaten_by_more_than_margin(challenger: float) -> None:
+    decision = _decide(challenger_roc_auc=challenger)
+    assert not decision.promoted and "the champion stays" in decision.reason
+    assert (decision.challenger_roc_auc, decision.champion_roc_auc) == (challenger, CHAMPION)
+
+
+@pytest.mark.parametrize("champion_version", [None, "3"])
+def test_challenger_below_floor_is_never_promoted(champion_version: str | None) -> None:
+    decision = _decide(challenger_roc_auc=FLOOR - 0.01, champion_version=champion_version)
+    assert not decision.promoted and "below the floor" in decision.reason
+
+
+@pytest.mark.parametrize("score", [None, 0.99])
+def test_challenger_with_a_problem_is_not_promoted(score: float | None) -> None:
+    decision = _decide(challenger_roc_auc=score, challenger_problem="cannot load the model")
+    assert not decision.promoted and "cannot load the model" in decision.reason
+
+
+def test_champion_that_cannot_be_scored_stays() -> None:
+    decision = _decide(
+        challenger_roc_auc=0.99, champion_roc_auc=None, champion_problem="probabilities are NaN"
+    )
+    assert not decision.promoted
+    assert "stays" in decision.reason and "probabilities are NaN" in decision.reason
+
+
+def test_tags_record_the_decision_and_both_scores() -> None:
+    decision = _decide()
+    tags = decision.as_tags()
+    assert tags["promotion_promoted"] == "True"
+    assert tags["promotion_reason"] == decision.reason
+    assert float(tags["promotion_challenger_roc_auc"]) == 0.875
+    assert float(tags["promotion_champion_roc_auc"]) == CHAMPION
+    assert tags["promotion_champion_version"] == "3"
+    assert all(isinstance(value, str) for value in tags.values())
+
+
+def _record(version: str, roc_auc: float) -> CandidateRecord:
+    return CandidateRecord(
+        family="logistic",
+        run_id=f"run-{version}",
+        model_version=version,
+        model_uri=f"models:/bank-marketing/{version}",
+        train_metrics={"roc_auc": 1 - roc_auc},  # ranking by train would reverse the order
+        validation_metrics={"roc_auc": roc_auc},
+        fit_seconds=1.0,
+    )
+
+
+def test_rank_is_best_validation_roc_auc_first_ties_to_the_older_version() -> None:
+    records = [_record("10", 0.8), _record("2", 0.7), _record("9", 0.8), _record("11", 0.9)]
+    assert [record.model_version for record in rank(records)] == ["11", "9", "10", "2"]
