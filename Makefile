@@ -56,8 +56,9 @@ format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
 
-bench: install ## Measure ingesting all 31 months (wall time, peak memory) into BENCHMARKS.md
+bench: install ## Rerun the benchmarks (ingest, training) and rewrite BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
+	$(UV) run --locked python -m bank_marketing.benchmarks.training --write BENCHMARKS.md
 
 clean: ## Delete the embedded state (Dagster, MLflow, monitoring DB, downloads)
 	rm -rf "$(BANK_MARKETING_HOME)"

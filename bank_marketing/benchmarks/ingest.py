@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bank_marketing.benchmarks.report import memory_gib, replace_section
+
 SECTION = "## Ingest: all 31 monthly partitions"
 
 PLAIN = """
@@ -107,7 +109,7 @@ def main() -> int:
     report = _report(results, args.repeat, Path(source).name)
     print(report)
     if args.write:
-        _replace_section(args.write, report)
+        replace_section(args.write, report)
     return 0
 
 
@@ -117,7 +119,7 @@ def _report(results: dict[str, list[Measurement]], repeat: int, source: str) -> 
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d} with `make bench` "
         f"(`python -m bank_marketing.benchmarks.ingest --repeat {repeat}`) on "
-        f"{os.cpu_count()} cores, {_memory_gib():.0f} GiB, Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {memory_gib():.0f} GiB, Python {platform.python_version()}, "
         f"source `{source}`. Each variant runs in its own process, interleaved, {repeat} rounds; "
         "wall time includes interpreter start and imports. Goal: under 60 s and under 1 GiB.",
         "",
@@ -132,22 +134,6 @@ def _report(results: dict[str, list[Measurement]], repeat: int, source: str) -> 
             f"({min(seconds):.1f}-{max(seconds):.1f}) | {max(m.peak_mib for m in runs):.0f} MiB |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _memory_gib() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-
-
-def _replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:start] + section + ("\n" + text[end:] if following != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

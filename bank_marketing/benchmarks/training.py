@@ -27,12 +27,18 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-from bank_marketing.benchmarks.ingest import _memory_gib, _replace_section
+from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
-from bank_marketing.training.windows import TRAIN, assemble_window, describe, split_window
+from bank_marketing.training.windows import (
+    TRAIN,
+    assemble_window,
+    describe,
+    split_window,
+    window_months,
+)
 
 SECTION = "## Training: five families"
 AS_OF = "2009-06-01"
@@ -106,7 +112,7 @@ def main() -> int:
     as_of = pd.Timestamp(AS_OF)
     by_month = {f"{m:%Y-%m-%d}": g for m, g in frame.groupby("contact_month")}
     window = assemble_window(by_month, as_of, defaults.window_months)
-    where = describe(sorted(window["contact_month"].unique()))
+    where = describe(window_months(as_of, defaults.window_months))
     split = split_window(window, defaults.validation_share, defaults.seed, where)
     print(f"as of 2009-06 ({len(window)} contacts):")
     windowed = _families(
@@ -124,7 +130,7 @@ def main() -> int:
         SECTION,
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d} with `python -m bank_marketing.benchmarks.training`"
-        f" on {os.cpu_count()} cores, {_memory_gib():.0f} GiB, Python {platform.python_version()};"
+        f" on {os.cpu_count()} cores, {memory_gib():.0f} GiB, Python {platform.python_version()};"
         " default hyperparameters of the training assets, the default inputs, one process, one "
         "thread per model. SVC fits a stratified sample of at most `max_train_rows` rows.",
         "",
@@ -148,7 +154,7 @@ def main() -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.write:
-        _replace_section(args.write, report)
+        replace_section(args.write, report)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,18 @@ def log_candidate(
     """Log ``fitted`` as a nested run of the active run and register it as a model version."""
     if mlflow.active_run() is None:
         raise RuntimeError("log_candidate needs an active MLflow run to nest the candidate under")
-    with mlflow.start_run(
-        run_name=f"{fitted.family} as of {tags.get('as_of', '?')}",
-        nested=True,
-        tags={**tags, "family": fitted.family},
-    ) as run:
+    with (
+        warnings.catch_warnings(),
+        mlflow.start_run(
+            run_name=f"{fitted.family} as of {tags.get('as_of', '?')}",
+            nested=True,
+            tags={**tags, "family": fitted.family},
+        ) as run,
+    ):
+        # Inputs are validated before they reach a model (Pandera, the API's schema), so the
+        # hints about integer columns and about how to read a path as a dataset source are noise.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
         mlflow.log_params(
             {
                 **params,
