@@ -1,0 +1,1 @@
+"""Serving: the champion over HTTP. Imports nothing from Dagster, so it deploys alone on Ray."""
