@@ -1,0 +1,218 @@
+"""The HTTP contract: POST /predict, GET /healthz, GET /model, and /docs (OpenAPI).
+
+Every bad request gets a 4xx with a JSON body that names what was wrong; nothing answers with a
+stack trace. The app reads its model from a :class:`ModelState`, so the Ray Serve deployment (or
+a test) decides how the model is loaded and swapped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bank_marketing.serving.contract import record_model
+from bank_marketing.serving.model import LoadedModel, ModelState
+from bank_marketing.training.features import DEFAULT_INPUTS
+
+MAX_RECORDS = 1000
+MAX_BODY_BYTES = 1024 * 1024
+THRESHOLD = 0.5
+
+log = logging.getLogger(__name__)
+
+
+class Prediction(BaseModel):
+    probability: float
+    subscribed: bool
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+def _problem(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"detail": message}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(status_code=status, content=body)
+
+
+def _request_body_schema(record_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        record_schema,
+                        {
+                            "type": "object",
+                            "properties": {
+                                "records": {
+                                    "type": "array",
+                                    "items": record_schema,
+                                    "minItems": 1,
+                                    "maxItems": MAX_RECORDS,
+                                }
+                            },
+                            "required": ["records"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                }
+            }
+        },
+    }
+
+
+def create_app(state: ModelState, inputs: Sequence[str] = DEFAULT_INPUTS) -> FastAPI:
+    """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry."""
+    Record = record_model(inputs)
+    app = FastAPI(
+        title="bank-marketing",
+        description="Will this client subscribe a term deposit? Scores contacts with the "
+        "champion model of the MLflow registry (models:/bank-marketing@champion).",
+        version="1",
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _problem(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error while serving a request")
+        return _problem(500, "internal error; the server log has the details")
+
+    @app.get("/healthz", summary="200 when a model is loaded, 503 otherwise")
+    async def healthz() -> JSONResponse:
+        model = state.model
+        if model is None:
+            return JSONResponse(
+                status_code=503, content={"status": "unavailable", "reason": state.problem}
+            )
+        return JSONResponse(
+            status_code=200, content={"status": "ok", "model_version": model.version}
+        )
+
+    @app.get("/model", summary="The served model: version, run, training window, metrics")
+    async def model_info() -> JSONResponse:
+        model = state.model
+        if model is None:
+            return _problem(503, f"no model is loaded: {state.problem}")
+        return JSONResponse(status_code=200, content=model.describe())
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        summary="Probability that each contact subscribes",
+        openapi_extra={"requestBody": _request_body_schema(Record.model_json_schema())},
+        responses={
+            400: {"description": "The body is not JSON"},
+            413: {"description": f"Body over {MAX_BODY_BYTES} bytes or over {MAX_RECORDS} records"},
+            415: {"description": "Content type is not application/json"},
+            422: {"description": "One message per bad field"},
+            503: {"description": "No model is loaded"},
+        },
+    )
+    async def predict(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            return _problem(415, f"content type must be application/json, not {content_type!r}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _problem(413, f"body is {declared} bytes; at most {MAX_BODY_BYTES} are accepted")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return _problem(413, f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return _problem(400, f"body is not valid JSON: {error}")
+        records, where, problem = _records_of(body)
+        if problem is not None:
+            return problem
+        model = state.model
+        if model is None:
+            return _problem(503, f"no model is loaded: {state.problem}")
+        parsed, errors = _validate(Record, records, where)
+        if errors:
+            return _problem(422, f"{len(errors)} invalid field(s)", errors)
+        probabilities = _score(model, parsed)
+        return JSONResponse(
+            status_code=200,
+            content={
+                "model_version": model.version,
+                "predictions": [
+                    {"probability": float(p), "subscribed": bool(p >= THRESHOLD)}
+                    for p in probabilities
+                ],
+            },
+        )
+
+    return app
+
+
+def _records_of(body: Any) -> tuple[list[Any], str, JSONResponse | None]:
+    """The records of a body, where their errors are located, or the response refusing it."""
+    if isinstance(body, dict) and "records" in body:
+        records = body["records"]
+        extra = sorted(set(body) - {"records"})
+        if extra:
+            return [], "", _problem(422, f"unexpected key(s) beside 'records': {extra}")
+        if not isinstance(records, list):
+            return [], "", _problem(422, "'records' must be a list of contact records")
+        if not records:
+            return [], "", _problem(422, "'records' is empty: send at least one record")
+        if len(records) > MAX_RECORDS:
+            return (
+                [],
+                "",
+                _problem(
+                    413, f"{len(records)} records; at most {MAX_RECORDS} per request are accepted"
+                ),
+            )
+        return records, "records", None
+    if isinstance(body, dict):
+        return [body], "", None
+    return [], "", _problem(422, 'body must be a contact record (an object) or {"records": [...]}')
+
+
+def _validate(
+    record: type[BaseModel], records: list[Any], where: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    parsed, errors = [], []
+    for index, item in enumerate(records):
+        prefix = f"{where}[{index}]." if where else ""
+        if not isinstance(item, dict):
+            errors.append(
+                {"field": prefix.rstrip("."), "value": item, "message": "must be an object"}
+            )
+            continue
+        try:
+            parsed.append(record.model_validate(item).model_dump())
+        except ValidationError as error:
+            for detail in error.errors(include_url=False):
+                name = ".".join(str(part) for part in detail["loc"])
+                errors.append(
+                    {
+                        "field": f"{prefix}{name}",
+                        "value": detail.get("input") if detail["type"] != "missing" else None,
+                        "message": detail["msg"].removeprefix("Value error, "),
+                    }
+                )
+    return parsed, errors
+
+
+def _score(model: LoadedModel, records: list[dict[str, Any]]) -> list[float]:
+    frame = pd.DataFrame.from_records(records, columns=model.inputs)
+    return model.predict_proba(frame).tolist()

@@ -1,0 +1,105 @@
+"""The served model: loaded from the MLflow registry by alias or version, swapped atomically."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version ready to score raw contact records."""
+
+    name: str
+    version: str
+    run_id: str
+    inputs: list[str]
+    training_window: str | None
+    as_of: str | None
+    family: str | None
+    validation_metrics: dict[str, float]
+    pipeline: Any = field(repr=False)
+
+    def predict_proba(self, records: pd.DataFrame) -> np.ndarray:
+        """P(subscribed) for each record (a frame with at least the model's inputs)."""
+        return np.asarray(self.pipeline.predict_proba(records[self.inputs])[:, 1], dtype=float)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "family": self.family,
+            "as_of": self.as_of,
+            "training_window": self.training_window,
+            "inputs": self.inputs,
+            "validation_metrics": self.validation_metrics,
+        }
+
+
+def load_version(client: MlflowClient, version: str, name: str = MODEL_NAME) -> LoadedModel:
+    """Load ``version`` of the registered model, with what ``GET /model`` reports about it."""
+    details = client.get_model_version(name, version)
+    run = client.get_run(details.run_id)
+    pipeline = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    inputs = signature.inputs.input_names() if signature is not None else []
+    if not inputs:
+        raise ValueError(f"model {name} v{version} has no input signature to validate against")
+    metrics = {
+        key.removeprefix("validation_"): value
+        for key, value in run.data.metrics.items()
+        if key.startswith("validation_")
+    }
+    return LoadedModel(
+        name=name,
+        version=str(version),
+        run_id=details.run_id,
+        inputs=list(inputs),
+        training_window=run.data.tags.get("window"),
+        as_of=run.data.tags.get("as_of"),
+        family=run.data.tags.get("family"),
+        validation_metrics=metrics,
+        pipeline=pipeline,
+    )
+
+
+def alias_version(client: MlflowClient, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAME) -> str:
+    """The version the alias points at now."""
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+class ModelState:
+    """The replica's current model, or why there is none. Swaps are atomic for readers."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self._client = MlflowClient(tracking_uri)
+        self._lock = threading.Lock()
+        self.model: LoadedModel | None = None
+        self.problem: str | None = "no model loaded yet"
+
+    def load(self, version: str | None = None, alias: str = CHAMPION_ALIAS) -> LoadedModel | None:
+        """Load ``version`` (default: the alias's), keeping the current model if loading fails."""
+        with self._lock:
+            try:
+                wanted = version or alias_version(self._client, alias)
+                if self.model is not None and self.model.version == wanted:
+                    return self.model
+                loaded = load_version(self._client, wanted)
+            except (MlflowException, OSError, ValueError) as error:
+                reason = f"cannot load models:/{MODEL_NAME}/{version or '@' + alias}: {error}"
+                if self.model is None:
+                    self.problem = reason
+                return None
+            self.model, self.problem = loaded, None
+            return loaded
