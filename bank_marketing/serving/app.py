@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -74,8 +74,30 @@ def _request_body_schema(record_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_app(state: ModelState, inputs: Sequence[str] = DEFAULT_INPUTS) -> FastAPI:
-    """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry."""
+Scorer = Callable[[list[dict[str, Any]]], Awaitable[tuple[LoadedModel, list[float]]]]
+
+
+def direct_scorer(state: ModelState) -> Scorer:
+    """Score each request on its own with the state's current model."""
+
+    async def score(records: list[dict[str, Any]]) -> tuple[LoadedModel, list[float]]:
+        model = state.model
+        if model is None:
+            raise RuntimeError(f"no model is loaded: {state.problem}")
+        return model, score_records(model, records)
+
+    return score
+
+
+def create_app(
+    state: ModelState, inputs: Sequence[str] = DEFAULT_INPUTS, scorer: Scorer | None = None
+) -> FastAPI:
+    """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry.
+
+    ``scorer`` turns validated records into probabilities with one model (the Ray deployment
+    passes one that batches concurrent requests); by default each request is scored alone.
+    """
+    score = scorer or direct_scorer(state)
     Record = record_model(inputs)
     app = FastAPI(
         title="bank-marketing",
@@ -147,11 +169,11 @@ def create_app(state: ModelState, inputs: Sequence[str] = DEFAULT_INPUTS) -> Fas
         parsed, errors = _validate(Record, records, where)
         if errors:
             return _problem(422, f"{len(errors)} invalid field(s)", errors)
-        probabilities = _score(model, parsed)
+        used, probabilities = await score(parsed)
         return JSONResponse(
             status_code=200,
             content={
-                "model_version": model.version,
+                "model_version": used.version,
                 "predictions": [
                     {"probability": float(p), "subscribed": bool(p >= THRESHOLD)}
                     for p in probabilities
@@ -213,6 +235,7 @@ def _validate(
     return parsed, errors
 
 
-def _score(model: LoadedModel, records: list[dict[str, Any]]) -> list[float]:
+def score_records(model: LoadedModel, records: list[dict[str, Any]]) -> list[float]:
+    """Probabilities for validated records, in order."""
     frame = pd.DataFrame.from_records(records, columns=model.inputs)
     return model.predict_proba(frame).tolist()

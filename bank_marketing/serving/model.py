@@ -88,6 +88,10 @@ class ModelState:
         self.model: LoadedModel | None = None
         self.problem: str | None = "no model loaded yet"
 
+    def alias_version(self, alias: str = CHAMPION_ALIAS) -> str:
+        """The version ``alias`` points at in the registry now."""
+        return alias_version(self._client, alias)
+
     def load(self, version: str | None = None, alias: str = CHAMPION_ALIAS) -> LoadedModel | None:
         """Load ``version`` (default: the alias's), keeping the current model if loading fails."""
         with self._lock:
