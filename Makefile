@@ -15,7 +15,7 @@ UV := $(CURDIR)/.tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration dev lint format bench clean
+.PHONY: help install run test test-unit test-integration dev serve lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3
 	@# Started from DAGSTER_HOME, so the stack's top-level dagster.yaml is not mistaken for it.
 	cd "$(DAGSTER_HOME)" && $(UV) run --project "$(CURDIR)" --locked \
 		dagster dev -w "$(CURDIR)/workspace.yaml"
+
+serve: install ## Serve the champion over HTTP on local Ray (http://127.0.0.1:8000/docs)
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(BANK_MARKETING_HOME)/mlflow.db}" \
+		$(UV) run --locked serve run bank_marketing/serving/serve_config.yaml
 
 lint: install ## Check lint and formatting (ruff)
 	$(UV) run --locked ruff check .

@@ -198,3 +198,16 @@ def test_without_a_model_health_and_predict_answer_503_with_a_reason(tmp_path: P
     response = client.post("/predict", json=RECORD)
     assert response.status_code == 503
     assert "no model is loaded" in response.json()["detail"]
+
+
+def test_the_serve_config_is_valid_for_serve_deploy() -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    path = Path(__file__).parents[1] / "bank_marketing" / "serving" / "serve_config.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    [application] = config.applications
+    assert application.import_path == "bank_marketing.serving.deployment:app_builder"
+    [deployment] = application.deployments
+    assert deployment.ray_actor_options.num_cpus <= 0.5
+    assert deployment.autoscaling_config["min_replicas"] >= 2
