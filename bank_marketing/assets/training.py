@@ -143,28 +143,31 @@ def training_set(
     )
 
 
-class LogisticRegressionConfig(dg.Config):
+class CandidateConfig(dg.Config):
+    """What every family's configuration has: class weighting and a seed."""
+
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none",
+        description="'balanced' weights classes inversely to their frequency. The default keeps "
+        "probabilities calibrated, which the monitoring compares with subscription rates.",
+    )
+    seed: int = Field(default=42, description="Random seed of the estimator.")
+
+
+class LogisticRegressionConfig(CandidateConfig):
     C: float = Field(default=1.0, gt=0, description="Inverse regularization strength.")
     max_iter: int = Field(default=2000, ge=1, description="Solver iterations at most.")
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none", description="'balanced' reweights classes; it inflates probabilities."
-    )
-    seed: int = Field(default=42, description="Random seed.")
 
 
-class RandomForestConfig(dg.Config):
+class RandomForestConfig(CandidateConfig):
     n_estimators: int = Field(default=400, ge=1, description="Number of trees.")
     max_depth: int | None = Field(default=None, description="Depth limit (None: unlimited).")
     min_samples_leaf: int = Field(default=3, ge=1, description="Smallest leaf, in rows.")
     max_features: str = Field(default="sqrt", description="Features tried at each split.")
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none", description="'balanced' reweights classes per bootstrap sample."
-    )
     n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
-    seed: int = Field(default=42, description="Random seed.")
 
 
-class XGBoostConfig(dg.Config):
+class XGBoostConfig(CandidateConfig):
     n_estimators: int = Field(default=1000, ge=1, description="Boosting rounds.")
     learning_rate: float = Field(default=0.03, gt=0, description="Shrinkage per round.")
     max_depth: int = Field(default=5, ge=1, description="Depth of each tree.")
@@ -172,40 +175,28 @@ class XGBoostConfig(dg.Config):
     subsample: float = Field(default=0.8, gt=0, le=1, description="Rows sampled per tree.")
     colsample_bytree: float = Field(default=0.6, gt=0, le=1, description="Columns per tree.")
     reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularization.")
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none", description="'balanced' weights rows inversely to class frequency."
-    )
     n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
-    seed: int = Field(default=42, description="Random seed.")
 
 
-class SVCConfig(dg.Config):
+class SVCConfig(CandidateConfig):
     C: float = Field(default=1.0, gt=0, description="Regularization (RBF kernel).")
     gamma: str = Field(default="scale", description="Kernel coefficient.")
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none", description="'balanced' reweights classes."
-    )
     max_train_rows: int = Field(
         default=6000,
         ge=100,
         description="SVC fits in quadratic time: larger windows are subsampled (stratified) to "
         "this many rows; the cap is logged with the run.",
     )
-    seed: int = Field(default=42, description="Random seed.")
 
 
-class MLPConfig(dg.Config):
+class MLPConfig(CandidateConfig):
     hidden_layer_sizes: list[int] = Field(default=[64, 32], description="Units per hidden layer.")
     alpha: float = Field(default=1e-3, ge=0, description="L2 penalty.")
     learning_rate_init: float = Field(default=1e-3, gt=0, description="Adam's learning rate.")
     max_iter: int = Field(default=200, ge=1, description="Epochs at most (early stopping on).")
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none", description="'balanced' weights rows inversely to class frequency."
-    )
-    seed: int = Field(default=42, description="Random seed.")
 
 
-CANDIDATE_CONFIGS: dict[str, type[dg.Config]] = {
+CANDIDATE_CONFIGS: dict[str, type[CandidateConfig]] = {
     "logistic_regression": LogisticRegressionConfig,
     "random_forest": RandomForestConfig,
     "xgboost": XGBoostConfig,
@@ -214,7 +205,7 @@ CANDIDATE_CONFIGS: dict[str, type[dg.Config]] = {
 }
 
 
-def _candidate_asset(family: str, config_class: type[dg.Config]) -> dg.AssetsDefinition:
+def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{family}_candidate",
         group_name=GROUP,
