@@ -11,8 +11,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
 from mlflow import MlflowClient
+from schemathesis import GenerationMode
 
 from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.app import MAX_BODY_BYTES, MAX_RECORDS, create_app
@@ -81,6 +84,29 @@ def state(registry: str) -> ModelState:
 @pytest.fixture(scope="module")
 def client(state: ModelState) -> TestClient:
     return TestClient(create_app(state), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_no_generated_request_gets_a_server_error(state: ModelState, mode: str) -> None:
+    """Bodies generated from the OpenAPI schema, valid and invalid: 2xx or 4xx, never 5xx."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(state))
+    generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
+    seen: list[int] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if mode == "negative" and operation.method.upper() != "POST":
+            continue  # nothing to break in a request without parameters or body
+
+        @given(case=operation.as_strategy(generation_mode=generation))
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            response = case.call()
+            seen.append(response.status_code)
+            assert response.status_code < 500, (case.path, case.body, response.text)
+
+        check()
+    assert len(seen) >= 20
+    assert 422 in seen or mode == "positive"
 
 
 def test_one_record_gets_a_probability_and_the_version(client: TestClient, state: ModelState):
