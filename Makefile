@@ -15,7 +15,7 @@ UV := $(CURDIR)/.tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration dev serve lint format bench clean
+.PHONY: help install run test test-unit test-integration dev serve try lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3
 serve: install ## Serve the champion over HTTP on local Ray (http://127.0.0.1:8000/docs)
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(BANK_MARKETING_HOME)/mlflow.db}" \
 		$(UV) run --locked serve run bank_marketing/serving/serve_config.yaml
+
+try: install ## Open the page to try the model (needs make serve running)
+	$(UV) run --locked streamlit run bank_marketing/serving/try_it.py
 
 lint: install ## Check lint and formatting (ruff)
 	$(UV) run --locked ruff check .

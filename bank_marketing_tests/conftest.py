@@ -8,11 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import psycopg2
 import pytest
+from mlflow import MlflowClient
 
+from bank_marketing.data.source import load_contacts
 from bank_marketing.definitions import build_definitions
+from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
+from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.features import DEFAULT_INPUTS
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
 
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 
@@ -99,3 +107,53 @@ def postgres_database(postgres_available: None) -> Iterator[str]:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> Iterator[str]:
+    """A registry holding one champion: a logistic regression on the first 6,000 contacts."""
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    frame = load_contacts(str(bank_full_path), folder).frame.iloc[:6000]
+    train, validation = frame.iloc[:4500], frame.iloc[4500:]
+    fitted = fit_candidate(
+        "logistic_regression",
+        {"C": 1.0, "max_iter": 2000, "class_weight": "none"},
+        DEFAULT_INPUTS,
+        train,
+        validation,
+    )
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(
+            experiment_id=ensure_experiment("serving-test", (folder / "a").as_uri())
+        )
+        with mlflow.start_run(run_name="round"):
+            record = log_candidate(
+                fitted,
+                params={"C": 1.0},
+                inputs=list(DEFAULT_INPUTS),
+                train=train,
+                validation=validation,
+                tags={"as_of": "2008-06", "window": "2008-05..2008-06"},
+                data_source=str(bank_full_path),
+            )
+        MlflowClient(uri).set_registered_model_alias(
+            MODEL_NAME, CHAMPION_ALIAS, record.model_version
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    yield uri
+
+
+@pytest.fixture(scope="session")
+def state(registry: str) -> ModelState:
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(registry)
+    try:
+        state = ModelState(registry)
+        assert state.load() is not None, state.problem
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return state
