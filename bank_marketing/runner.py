@@ -30,7 +30,7 @@ class MonthOutcome:
 
 
 def run_ingest(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    """Materialize ``raw_contacts``; raises with the loader's message when the source is bad."""
+    """Materialize ``raw_contacts``; a bad source fails the run (see :func:`failure_message`)."""
     return defs.resolve_job_def("ingest_job").execute_in_process(
         instance=instance, run_config=QUIET, raise_on_error=False
     )

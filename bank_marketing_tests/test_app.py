@@ -106,8 +106,7 @@ def test_openapi_documents_the_predict_body(client: TestClient) -> None:
 
 
 BAD_BODIES = [
-    ("missing field", RECORD | {"age": None} and {k: v for k, v in RECORD.items() if k != "age"},
-     422, ["age"]),
+    ("missing field", {k: v for k, v in RECORD.items() if k != "age"}, 422, ["age"]),
     ("wrong type", RECORD | {"balance": [1, 2]}, 422, ["balance"]),
     ("unknown category", RECORD | {"job": "astronaut"}, 422, ["job"]),
     ("out of range", RECORD | {"day": 45, "campaign": 0}, 422, ["day", "campaign"]),

@@ -61,7 +61,7 @@ class PredictionService:
         """Serve a pinned version (``model_version``), or the alias's when it is unset."""
         version = config.get("model_version")
         if self.state.load(version=str(version) if version else None, alias=self.alias) is None:
-            log.warning("keeping the served model: %s", self.state.problem)
+            log.warning("keeping the served model: %s", self.state.last_error)
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def score(

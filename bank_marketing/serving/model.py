@@ -87,6 +87,7 @@ class ModelState:
         self._lock = threading.Lock()
         self.model: LoadedModel | None = None
         self.problem: str | None = "no model loaded yet"
+        self.last_error: str | None = None
 
     def alias_version(self, alias: str = CHAMPION_ALIAS) -> str:
         """The version ``alias`` points at in the registry now."""
@@ -102,6 +103,7 @@ class ModelState:
                 loaded = load_version(self._client, wanted)
             except (MlflowException, OSError, ValueError) as error:
                 reason = f"cannot load models:/{MODEL_NAME}/{version or '@' + alias}: {error}"
+                self.last_error = reason
                 if self.model is None:
                     self.problem = reason
                 return None
