@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"Train on the window ending with this month (default: {DEFAULT_AS_OF}).",
     )
     run.add_argument("--no-train", action="store_true", help="Stop after the data assets.")
+    run.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="Do not roll the prediction service over to the champion at the end.",
+    )
+    deploy = commands.add_parser(
+        "deploy",
+        help="Roll the prediction service over to the champion (or a pinned version).",
+        description="Materialize production_deployment: tell the Ray Serve application at "
+        "RAY_DASHBOARD_ADDRESS (a local Ray head is started if none answers there) which "
+        "registered version to serve, wait until BANK_MARKETING_SERVE_URL answers with it, and "
+        "score one example contact through it.",
+    )
+    deploy.add_argument(
+        "--version", metavar="N", help="Serve this registered version instead of the champion."
+    )
     commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
@@ -51,16 +68,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
         return 0
     if args.command == "run":
-        return _run(settings, args.months, None if args.no_train else args.as_of)
+        as_of = None if args.no_train else args.as_of
+        return _run(settings, args.months, as_of, serve=not (args.no_train or args.no_serve))
+    if args.command == "deploy":
+        _environment(settings)
+        import dagster as dg
+
+        from bank_marketing.definitions import build_definitions
+
+        with dg.DagsterInstance.get() as instance:
+            return _deploy(build_definitions(settings), instance, args.version)
     return 2
 
 
-def _run(settings: Settings, months: list[str] | None, as_of: str | None) -> int:
+def _environment(settings: Settings) -> None:
     settings.prepare()
     # MLflow's INFO lines (requirements export, store migrations) drown the command's own output.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The Dagster UI (make dev) reads the same instance through DAGSTER_HOME.
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+
+
+def _run(settings: Settings, months: list[str] | None, as_of: str | None, serve: bool) -> int:
+    _environment(settings)
 
     import dagster as dg
 
@@ -105,7 +136,10 @@ def _run(settings: Settings, months: list[str] | None, as_of: str | None) -> int
             return 1
         if as_of is None:
             return 0
-        return _train(defs, instance, f"{as_of}-01")
+        trained = _train(defs, instance, f"{as_of}-01")
+        if trained != 0 or not serve:
+            return trained
+        return _deploy(defs, instance, None)
 
 
 def _print_months(outcomes: list) -> None:
@@ -173,6 +207,46 @@ def _train(defs, instance, as_of: str) -> int:
             f"test on {test['test_month'].value} ({test['rows'].value} contacts): "
             f"ROC AUC {test['test_roc_auc'].value:.4f}, PR AUC {test['test_pr_auc'].value:.4f}"
         )
+    return 0
+
+
+def _deploy(defs, instance, version: str | None) -> int:
+    import httpx
+
+    from bank_marketing.runner import failure_message, run_deployment
+    from bank_marketing.serving.contract import EXAMPLE_RECORD
+
+    target = f"v{version}" if version else "the champion"
+    print(f"Rolling the prediction service over to {target} (Ray Serve)...", flush=True)
+    result = run_deployment(defs, instance, version)
+    if not result.success:
+        print(f"error: production_deployment: {failure_message(result)}", file=sys.stderr)
+        return 1
+    live = {
+        key: value.value
+        for key, value in result.asset_materializations_for_node("production_deployment")[
+            0
+        ].metadata.items()
+    }
+    url = live["serve_url"]
+    print(
+        f"serving v{live['live_version']} ({live['family']}, window {live['training_window']}) "
+        f"at {url} on {live['running_replicas']} replicas, switched in "
+        f"{live['rollout_seconds']} s; API docs at {url}/docs; stop it with `ray stop`"
+    )
+    try:
+        response = httpx.post(f"{url}/predict", json=EXAMPLE_RECORD, timeout=30)
+    except httpx.HTTPError as error:
+        print(f"error: scoring an example contact at {url}/predict: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(
+            f"error: {url}/predict answered {response.status_code}: {response.text}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"example contact: {json.dumps(EXAMPLE_RECORD)}")
+    print(f"answer from POST {url}/predict: {response.text}")
     return 0
 
 

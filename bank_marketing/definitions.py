@@ -10,6 +10,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from bank_marketing.assets.contacts import contacts, raw_contacts
+from bank_marketing.assets.deployment import production_deployment
 from bank_marketing.assets.training import (
     candidates,
     champion_evaluation,
@@ -20,6 +21,7 @@ from bank_marketing.resources import (
     DataSource,
     ModelInputs,
     MonitoringDatabase,
+    ServingCluster,
     mlflow_tracking_in_home,
 )
 from bank_marketing.settings import Settings
@@ -55,6 +57,11 @@ with warnings.catch_warnings():
         description="Score the as-of month's champion on the month after its window.",
         hooks={end_mlflow_on_run_finished},
     )
+deployment_job = dg.define_asset_job(
+    "deployment_job",
+    selection=dg.AssetSelection.assets(production_deployment),
+    description="Roll the prediction service over to the champion (or a pinned version).",
+)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -76,8 +83,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *candidates,
             champion_model,
             champion_evaluation,
+            production_deployment,
         ],
-        jobs=[ingest_job, contacts_job, training_job, evaluation_job],
+        jobs=[ingest_job, contacts_job, training_job, evaluation_job, deployment_job],
         resources={
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir)),
             "data_source": DataSource(source=settings.source, cache_dir=str(settings.cache_dir)),
@@ -87,6 +95,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ),
             "mlflow": mlflow,
             "model_inputs": ModelInputs(),
+            "serving": ServingCluster(
+                dashboard_url=settings.ray_dashboard_url,
+                serve_url=settings.serve_url,
+                tracking_uri=settings.mlflow_tracking_uri,
+                auth_token=settings.ray_auth_token,
+            ),
         },
     )
 

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from bank_marketing import store
 from bank_marketing.data.source import LoadedContacts, load_contacts
+from bank_marketing.serving.rollout import APP_NAME, Rollout, RolloutError, ServeCluster
 from bank_marketing.training.features import DEFAULT_INPUTS, check_inputs
 from bank_marketing.training.tracking import ensure_experiment
 
@@ -131,3 +132,56 @@ def _end_leftover_runs() -> None:
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server or store cannot be used."""
+
+
+class ServingCluster(dg.ConfigurableResource):
+    """The Ray cluster that serves predictions, reached through its dashboard (``serve deploy``).
+
+    On the embedded defaults the cluster is a Ray head on this machine, started on first use and
+    left running for ``make serve``-style use (stop it with ``ray stop``); in the stack and on a
+    real cluster ``dashboard_url`` points at its head node and nothing is started.
+    """
+
+    dashboard_url: str = Field(
+        default="http://127.0.0.1:8265",
+        description="Ray dashboard of the cluster (RAY_DASHBOARD_ADDRESS, as for `serve deploy`).",
+    )
+    serve_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the prediction service answers (BANK_MARKETING_SERVE_URL); its path, "
+        "if any, is the application's route prefix.",
+    )
+    tracking_uri: str = Field(
+        description="MLflow registry the replicas load versions from; every Ray node must reach it."
+    )
+    app_name: str = Field(default=APP_NAME, description="Name of the Serve application.")
+    start_local: bool = Field(
+        default=True,
+        description="Start a Ray head on this machine when none answers at a local dashboard_url.",
+    )
+    local_num_cpus: int | None = Field(
+        default=None, description="CPUs of a Ray head started here (None: all of them)."
+    )
+    auth_token: str | None = Field(
+        default=None,
+        description="Ray token for a cluster with token authentication (RAY_AUTH_TOKEN).",
+    )
+    rollout_timeout_seconds: float = Field(
+        default=240.0, gt=0, description="How long a switch may take before it counts as failed."
+    )
+
+    def cluster(self) -> ServeCluster:
+        headers = {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else None
+        return ServeCluster(self.dashboard_url, self.serve_url, self.tracking_uri, headers=headers)
+
+    def roll_over(self, version: str) -> Rollout:
+        """Serve ``version``; start a local Ray head first if allowed and none answers."""
+        cluster = self.cluster()
+        if not cluster.reachable():
+            if not (self.start_local and cluster.is_local()):
+                raise RolloutError(
+                    f"no Ray dashboard answers at {self.dashboard_url}; start the cluster (or "
+                    f"allow start_local on this machine) and check RAY_DASHBOARD_ADDRESS"
+                )
+            cluster.start_local(num_cpus=self.local_num_cpus)
+        return cluster.roll_over(version, timeout_s=self.rollout_timeout_seconds)

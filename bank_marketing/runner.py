@@ -85,6 +85,18 @@ def run_evaluation(
     )
 
 
+def run_deployment(
+    defs: dg.Definitions, instance: dg.DagsterInstance, model_version: str | None = None
+) -> dg.ExecuteInProcessResult:
+    """Roll the prediction service over to the champion, or to ``model_version``."""
+    config: dict[str, Any] = dict(QUIET)
+    if model_version is not None:
+        config["ops"] = {"production_deployment": {"config": {"model_version": model_version}}}
+    return defs.resolve_job_def("deployment_job").execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False
+    )
+
+
 def failure_message(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> str | None:
     """Why a run failed, as the user should read it: a step's failure, else a resource's error."""
     for event in result.all_events:

@@ -31,6 +31,8 @@ class Settings:
     mlflow_tracking_uri: str
     dagster_home: Path
     serve_url: str
+    ray_dashboard_url: str
+    ray_auth_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -43,6 +45,9 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().absolute(),
             serve_url=env.get("BANK_MARKETING_SERVE_URL") or "http://127.0.0.1:8000",
+            # The names Ray's own `serve deploy` reads.
+            ray_dashboard_url=env.get("RAY_DASHBOARD_ADDRESS") or "http://127.0.0.1:8265",
+            ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
         )
 
     @property

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import mlflow
 import psycopg2
 import pytest
@@ -157,3 +161,62 @@ def state(registry: str) -> ModelState:
     finally:
         mlflow.set_tracking_uri(previous)
     return state
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """The test session's Ray: its dashboard (Serve's REST API) and Serve's HTTP address."""
+
+    dashboard_url: str
+    http_url: str
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One local Ray for the whole session (it takes 20-40 s to start), with Serve on a free port.
+
+    Sized like this project's machines: 2 CPUs; the serving apps ask for 0.25 CPU per replica.
+    """
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    from ray import serve
+
+    dashboard_port, http_port = free_port(), free_port()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
+        log_to_driver=False,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        dashboard = f"http://127.0.0.1:{dashboard_port}"
+        _wait_for(f"{dashboard}/api/version", timeout_s=90, statuses=(200, 401))
+        yield RayCluster(dashboard, f"http://127.0.0.1:{http_port}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_until_healthy(url: str, timeout_s: float = 90) -> None:
+    _wait_for(f"{url}/healthz", timeout_s)
+
+
+def _wait_for(url: str, timeout_s: float, statuses: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code in statuses:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer 200 within {timeout_s} s")

@@ -19,9 +19,16 @@ def test_definitions_load() -> None:
         *(f"{family}_candidate" for family in families),
         "champion_model",
         "champion_evaluation",
+        "production_deployment",
     }
-    assert graph.get(dg.AssetKey("raw_contacts")).partitions_def is None
-    for key in graph.get_all_asset_keys() - {dg.AssetKey("raw_contacts")}:
+    # What is live now is one state, not one per month.
+    unpartitioned = {dg.AssetKey("raw_contacts"), dg.AssetKey("production_deployment")}
+    for key in unpartitioned:
+        assert graph.get(key).partitions_def is None, key
+    assert (
+        dg.AssetKey("champion_model") in graph.get(dg.AssetKey("production_deployment")).parent_keys
+    )
+    for key in graph.get_all_asset_keys() - unpartitioned:
         assert graph.get(key).partitions_def == monthly_partitions, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert checks == {
@@ -35,6 +42,7 @@ def test_definitions_load() -> None:
         "contacts_job",
         "training_job",
         "evaluation_job",
+        "deployment_job",
     }
 
 

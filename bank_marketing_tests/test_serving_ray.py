@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from bank_marketing.data.source import load_contacts
-from bank_marketing.training.candidates import fit_candidate
-from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
-from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
+from bank_marketing.training.tracking import MODEL_NAME
+from bank_marketing_tests.conftest import RayCluster, wait_until_healthy
+from bank_marketing_tests.registries import register_two_versions
 
 pytestmark = pytest.mark.integration
+
+APP = "bank-marketing"
 
 RECORD: dict[str, Any] = {
     "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
@@ -30,77 +31,29 @@ RECORD: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> dict[str, Any]:
     """Two registered versions of different families; the champion alias on the first."""
-    folder = tmp_path_factory.mktemp("serve-registry")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    frame = load_contacts(str(bank_full_path), folder).frame.iloc[:8000]
-    train, validation = frame.iloc[:6000], frame.iloc[6000:]
-    families = {
-        "logistic_regression": {"C": 1.0, "max_iter": 2000, "class_weight": "none"},
-        "xgboost": {"n_estimators": 50, "learning_rate": 0.1, "max_depth": 3,
-                    "min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0,
-                    "reg_lambda": 1.0, "n_jobs": 1},
-    }  # fmt: skip
-    mlflow.set_tracking_uri(uri)
-    versions = []
-    try:
-        mlflow.set_experiment(
-            experiment_id=ensure_experiment("serve-test", (folder / "a").as_uri())
-        )
-        with mlflow.start_run(run_name="round"):
-            for family, params in families.items():
-                fitted = fit_candidate(family, params, DEFAULT_INPUTS, train, validation)
-                record = log_candidate(
-                    fitted, params=params, inputs=list(DEFAULT_INPUTS), train=train,
-                    validation=validation, tags={"as_of": "2008-06", "window": "2008-05..2008-06"},
-                    data_source=str(bank_full_path),
-                )  # fmt: skip
-                versions.append(record.model_version)
-        MlflowClient(uri).set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, versions[0])
-    finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    return {"uri": uri, "versions": versions, "validation": validation}
+    return register_two_versions(tmp_path_factory.mktemp("serve-registry"), bank_full_path)
 
 
 @pytest.fixture(scope="module")
-def service(registry: dict[str, Any]) -> Iterator[str]:
-    """Ray started once for the module, the app on 2 replicas of 0.25 CPU, over HTTP."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
+def service(registry: dict[str, Any], ray_cluster: RayCluster) -> Iterator[str]:
+    """The app on the session's Ray, 2 replicas of 0.25 CPU, over HTTP; deleted afterwards."""
     from ray import serve
 
     from bank_marketing.serving.deployment import PredictionService
 
-    port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.run(
+        PredictionService.bind(tracking_uri=registry["uri"], poll_seconds=1.0),
+        name=APP,
+        route_prefix="/",
+    )
+    wait_until_healthy(ray_cluster.http_url)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            PredictionService.bind(tracking_uri=registry["uri"], poll_seconds=1.0),
-            name="bank-marketing",
-            route_prefix="/",
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield url
+        yield ray_cluster.http_url
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        serve.delete(APP)
 
 
 def test_served_predictions_equal_pyfunc_for_the_same_version(
@@ -162,3 +115,73 @@ def test_moving_the_alias_switches_the_version_without_failed_requests(
     versions = [v for _, v in outcomes]
     assert versions[0] == first and versions[-1] == second
     assert len(outcomes) > 50
+
+
+def test_a_replica_killed_under_load_is_replaced_and_the_failures_counted(
+    service: str, ray_cluster: RayCluster, record_property: Any
+) -> None:
+    from ray import serve
+    from ray.util.state import list_actors
+
+    def running_replicas() -> list[Any]:
+        return [
+            actor
+            for actor in list_actors(
+                address=ray_cluster.dashboard_url, filters=[("state", "=", "ALIVE")]
+            )
+            if actor.class_name == f"ServeReplica:{APP}:PredictionService"
+        ]
+
+    outcomes: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    status = client.post(f"{service}/predict", json=RECORD).status_code
+                except httpx.HTTPError:
+                    status = 0
+                outcomes.append((time.monotonic(), status))
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        before = running_replicas()
+        assert len(before) == 2, before
+        victim = before[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        deadline = killed_at + 120
+        replaced = False
+        while time.monotonic() < deadline and not replaced:
+            time.sleep(0.5)
+            alive = running_replicas()
+            states = serve.status().applications[APP].deployments["PredictionService"]
+            replaced = (
+                victim.actor_id not in {a.actor_id for a in alive}
+                and len(alive) == 2
+                and states.replica_states.get("RUNNING") == 2
+            )
+        replaced_after = time.monotonic() - killed_at
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    failed = [status for _, status in outcomes if status != 200]
+    after = [status for at, status in outcomes if at > killed_at + replaced_after]
+    record_property("requests", len(outcomes))
+    record_property("failed_requests", len(failed))
+    record_property("replaced_after_s", round(replaced_after, 1))
+    print(
+        f"killed replica {victim.actor_id} (pid {victim.pid}) under 4 concurrent streams: "
+        f"{len(failed)} of {len(outcomes)} requests failed {sorted(set(failed))}; "
+        f"replaced after {replaced_after:.1f} s"
+    )
+    assert replaced, "Serve did not replace the killed replica within 120 s"
+    assert after and all(status == 200 for status in after), "failures after the replacement"
+    assert len(failed) <= 8, f"{len(failed)} failed requests for one killed replica"

@@ -18,6 +18,12 @@ from bank_marketing.data.fields import CONTACT_FIELDS, LABEL, ContactField
 
 MISSING_ANSWERS = {"", "nan", "null", "none"}
 
+# One contact as a client sends it (the command scores it after a rollout; the docs show it).
+EXAMPLE_RECORD: dict[str, Any] = {
+    "age": 35, "job": "management", "balance": 1500, "housing": "no", "contact": "cellular",
+    "day": 12, "month": "may", "campaign": 1, "pdays": -1, "previous": 0, "poutcome": "unknown",
+}  # fmt: skip
+
 
 def _whole_number(field: ContactField) -> Any:
     def parse(value: Any) -> int:

@@ -1,0 +1,77 @@
+"""``production_deployment``: the version the prediction service answers with, and where.
+
+Materializing it tells the running Ray Serve application which registered version to serve
+(``user_config``), waits until the service answers with it, and records that in the metadata.
+It follows the champion alias unless a version is pinned (a rollback).
+"""
+
+import dagster as dg
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import Field
+
+from bank_marketing.assets.training import champion_model
+from bank_marketing.resources import ServingCluster
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME
+
+
+class DeploymentConfig(dg.Config):
+    model_version: str | None = Field(
+        default=None,
+        description="Serve this registered version instead of the champion's (e.g. a rollback); "
+        "the replicas keep polling the alias, so pin it with the alias too to make it last.",
+    )
+
+
+@dg.asset(
+    group_name="serving",
+    deps=[champion_model],
+    kinds={"ray", "mlflow"},
+    description="The registered version the prediction service answers with, and where: moved "
+    "to the champion (or a pinned version) replica by replica, without failed requests.",
+)
+def production_deployment(
+    context: dg.AssetExecutionContext, config: DeploymentConfig, serving: ServingCluster
+) -> dg.MaterializeResult:
+    version = config.model_version or _champion_version(serving.tracking_uri)
+    _check_version_exists(serving.tracking_uri, version)
+    context.log.info(f"rolling {serving.serve_url} over to {MODEL_NAME} v{version}")
+    rollout = serving.roll_over(version)
+    served = rollout.served
+    return dg.MaterializeResult(
+        metadata={
+            "live_version": rollout.version,
+            "previous_version": rollout.previous_version or "none",
+            "model_uri": f"models:/{MODEL_NAME}/{rollout.version}",
+            "pinned": config.model_version is not None,
+            "family": served.get("family") or "unknown",
+            "training_window": served.get("training_window") or "unknown",
+            "serve_url": dg.MetadataValue.url(rollout.serve_url),
+            "ray_dashboard": dg.MetadataValue.url(rollout.dashboard_url),
+            "serve_application": rollout.app_name,
+            "application_status": rollout.app_status,
+            "running_replicas": rollout.replicas,
+            "rollout_seconds": rollout.seconds,
+        }
+    )
+
+
+def _champion_version(tracking_uri: str) -> str:
+    try:
+        details = MlflowClient(tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    except MlflowException as error:
+        raise dg.Failure(
+            f"no champion to serve: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not set at "
+            f"{tracking_uri} ({error.message}); train one first (training_job)"
+        ) from error
+    return str(details.version)
+
+
+def _check_version_exists(tracking_uri: str, version: str) -> None:
+    try:
+        MlflowClient(tracking_uri).get_model_version(MODEL_NAME, version)
+    except MlflowException as error:
+        raise dg.Failure(
+            f"{MODEL_NAME} v{version} is not in the registry at {tracking_uri}: {error.message}"
+        ) from error

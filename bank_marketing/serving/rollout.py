@@ -1,0 +1,257 @@
+"""Rolling the prediction service over to a model version on a Ray cluster, as `serve deploy` does.
+
+The Serve config (``serve_config.yaml``) goes to the Ray dashboard's REST API with the version to
+serve in the deployment's ``user_config``. Serve applies a changed ``user_config`` to the running
+replicas one at a time (``reconfigure``), so with two replicas no request fails; the first
+deployment starts the replicas. Applications that others deployed on the cluster from a config
+are sent back unchanged, because Serve deletes any config-deployed application a config omits.
+
+    cluster = ServeCluster("http://127.0.0.1:8265", "http://127.0.0.1:8000", tracking_uri)
+    rollout = cluster.roll_over("7")   # returns once the service answers with version 7
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+SERVE_CONFIG = Path(__file__).with_name("serve_config.yaml")
+APP_NAME = "bank-marketing"
+DEPLOYMENT_NAME = "PredictionService"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class RolloutError(RuntimeError):
+    """The service could not be moved to the wanted version; the message says where it stopped."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a version went live, and how the switch went."""
+
+    version: str
+    previous_version: str | None
+    serve_url: str
+    dashboard_url: str
+    app_name: str
+    app_status: str
+    replicas: int
+    seconds: float
+    served: dict[str, Any]
+
+
+class ServeCluster:
+    """A Ray cluster's Serve control plane (its dashboard address) and the service's own URL."""
+
+    def __init__(
+        self,
+        dashboard_url: str,
+        serve_url: str,
+        tracking_uri: str,
+        *,
+        app_name: str = APP_NAME,
+        config_path: Path = SERVE_CONFIG,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.serve_url = serve_url.rstrip("/")
+        self.tracking_uri = tracking_uri
+        self.app_name = app_name
+        self.config_path = config_path
+        self.headers = headers or {}
+
+    # -- the cluster ------------------------------------------------------------------------
+
+    def reachable(self) -> bool:
+        """Whether a Ray dashboard answers at ``dashboard_url`` (asking for a token counts)."""
+        try:
+            response = httpx.get(f"{self.dashboard_url}/api/version", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return response.status_code in (200, 401, 403)
+
+    def is_local(self) -> bool:
+        return urlsplit(self.dashboard_url).hostname in LOCAL_HOSTS
+
+    def start_local(self, num_cpus: int | None = None, timeout_s: float = 120.0) -> None:
+        """Start a Ray head on this machine (``ray start --head``) that outlives this process.
+
+        Stop it with ``ray stop``. Usage statistics are off; the dashboard listens on the port of
+        ``dashboard_url``, on this machine only.
+        """
+        if not self.is_local():
+            raise RolloutError(
+                f"no Ray cluster answers at {self.dashboard_url}, and it is not on this machine, "
+                f"so none is started here; start the cluster or fix RAY_DASHBOARD_ADDRESS"
+            )
+        port = urlsplit(self.dashboard_url).port or 8265
+        command = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", "0",
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(port),
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        if num_cpus is not None:
+            command += ["--num-cpus", str(num_cpus)]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RolloutError(f"`ray start --head` failed (exit {done.returncode}):\n{tail}")
+        deadline = time.monotonic() + timeout_s
+        while not self.reachable():
+            if time.monotonic() > deadline:
+                raise RolloutError(f"Ray started, but no dashboard answers at {self.dashboard_url}")
+            time.sleep(1)
+
+    # -- the application --------------------------------------------------------------------
+
+    def app_config(self, version: str) -> dict[str, Any]:
+        """Our application's entry of the Serve config, serving ``version``."""
+        config = self._file_config()
+        apps = config.get("applications") or []
+        if len(apps) != 1:
+            raise RolloutError(f"{self.config_path} must hold exactly one application")
+        app = copy.deepcopy(apps[0])
+        app["name"] = self.app_name
+        app["route_prefix"] = urlsplit(self.serve_url).path or "/"
+        app.setdefault("args", {})["tracking_uri"] = self.tracking_uri
+        # MLflow resolves models:/ URIs against the process's registry, so the replicas get it too.
+        env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env_vars["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        deployments = app.setdefault("deployments", [{"name": DEPLOYMENT_NAME}])
+        ours = [d for d in deployments if d.get("name") == DEPLOYMENT_NAME]
+        if not ours:
+            raise RolloutError(f"{self.config_path} has no deployment named {DEPLOYMENT_NAME}")
+        ours[0]["user_config"] = {"model_version": str(version)}
+        return app
+
+    def deploy_config(self, version: str, current: dict[str, Any]) -> dict[str, Any]:
+        """The config to send: the file's options, our app, and the others left as they are."""
+        from ray.serve.schema import ServeDeploySchema
+
+        config = self._file_config()
+        port = urlsplit(self.serve_url).port
+        if port is not None:
+            config.setdefault("http_options", {})["port"] = port
+        others = [
+            details["deployed_app_config"]
+            for name, details in (current.get("applications") or {}).items()
+            if name != self.app_name and details.get("deployed_app_config")
+        ]
+        config["applications"] = [*others, self.app_config(version)]
+        try:
+            ServeDeploySchema.model_validate(config)
+        except ValueError as error:
+            raise RolloutError(
+                f"the Serve config from {self.config_path} is invalid: {error}"
+            ) from error
+        return config
+
+    def details(self) -> dict[str, Any]:
+        """What Serve reports about its applications (``serve status``, in full)."""
+        return self._client().get_serve_details()
+
+    def served_model(self) -> dict[str, Any] | None:
+        """The service's ``GET /model`` answer, or None when it does not answer with a model."""
+        try:
+            response = httpx.get(f"{self.serve_url}/model", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def roll_over(self, version: str, timeout_s: float = 180.0, confirmations: int = 8) -> Rollout:
+        """Serve ``version``, and return once the service answers with it.
+
+        Waits until the deployment is healthy with the new ``user_config`` and then
+        ``confirmations`` answers in a row from ``GET /model`` name ``version`` (requests go to
+        every replica). A version a replica cannot load leaves the previous one served: that
+        shows here as a timeout that names the version still answering.
+        """
+        started = time.monotonic()
+        previous = self.served_model()
+        client = self._client()
+        try:
+            client.deploy_applications(self.deploy_config(version, client.get_serve_details()))
+        except RuntimeError as error:
+            raise RolloutError(
+                f"Serve refused the config at {self.dashboard_url}: {error}"
+            ) from error
+        deadline = started + timeout_s
+        status, replicas, served, streak = "NOT_STARTED", 0, None, 0
+        while time.monotonic() < deadline:
+            status, replicas, settled = self._app_state(version)
+            if status == "DEPLOY_FAILED":
+                message = self.details()["applications"][self.app_name].get("message", "")
+                raise RolloutError(f"Serve could not deploy {self.app_name}: {message}")
+            answer = self.served_model() if settled else None
+            if answer is not None and str(answer.get("version")) == str(version):
+                served, streak = answer, streak + 1
+                if streak >= confirmations:
+                    return Rollout(
+                        version=str(version),
+                        previous_version=str(previous["version"]) if previous else None,
+                        serve_url=self.serve_url,
+                        dashboard_url=self.dashboard_url,
+                        app_name=self.app_name,
+                        app_status=status,
+                        replicas=replicas,
+                        seconds=round(time.monotonic() - started, 1),
+                        served=served,
+                    )
+                continue
+            streak = 0
+            time.sleep(0.5)
+        answering = self.served_model()
+        still = f"v{answering['version']}" if answering else "no model"
+        raise RolloutError(
+            f"{self.serve_url} did not switch to v{version} within {timeout_s:.0f} s: application "
+            f"{status}, {replicas} replica(s) running, the service answers with {still} (a "
+            f"replica that cannot load a version keeps the one it has; its log says why)"
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _app_state(self, version: str) -> tuple[str, int, bool]:
+        """The app's status, its running replicas, and whether it runs ``version``'s config."""
+        app = (self.details().get("applications") or {}).get(self.app_name)
+        if app is None:
+            return "NOT_STARTED", 0, False
+        deployment = (app.get("deployments") or {}).get(DEPLOYMENT_NAME) or {}
+        replicas = sum(1 for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING")
+        target = (deployment.get("deployment_config") or {}).get("user_config") or {}
+        settled = (
+            app.get("status") == "RUNNING"
+            and deployment.get("status") == "HEALTHY"
+            and str(target.get("model_version")) == str(version)
+        )
+        return app.get("status", "UNKNOWN"), replicas, settled
+
+    def _file_config(self) -> dict[str, Any]:
+        try:
+            config = yaml.safe_load(self.config_path.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            message = f"cannot read the Serve config {self.config_path}: {error}"
+            raise RolloutError(message) from error
+        if not isinstance(config, dict):
+            raise RolloutError(f"{self.config_path} is not a Serve config (a YAML mapping)")
+        return config
+
+    def _client(self) -> Any:
+        from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+        try:
+            return ServeSubmissionClient(self.dashboard_url, headers=self.headers)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise RolloutError(
+                f"no Ray dashboard answers at {self.dashboard_url}: {error}"
+            ) from error

@@ -1,0 +1,214 @@
+"""production_deployment: telling a running Ray Serve application which version to serve."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from bank_marketing.assets.deployment import production_deployment
+from bank_marketing.definitions import build_definitions, deployment_job
+from bank_marketing.resources import ServingCluster
+from bank_marketing.runner import failure_message, run_deployment
+from bank_marketing.serving.contract import EXAMPLE_RECORD
+from bank_marketing.serving.rollout import APP_NAME, SERVE_CONFIG, RolloutError, ServeCluster
+from bank_marketing.settings import Settings
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME
+from bank_marketing_tests.conftest import RayCluster
+from bank_marketing_tests.registries import register_two_versions
+
+APP = "bank-marketing-rollout"
+
+
+def _cluster(tmp_path: Path, config: dict[str, Any] | None = None) -> ServeCluster:
+    path = SERVE_CONFIG
+    if config is not None:
+        path = tmp_path / "serve.yaml"
+        path.write_text(yaml.safe_dump(config))
+    dashboard, service = "http://127.0.0.1:1", "http://127.0.0.1:8100/api"
+    return ServeCluster(dashboard, service, "sqlite:////r/mlflow.db", config_path=path)
+
+
+def test_the_config_serves_the_version_at_the_service_url_and_keeps_other_apps(tmp_path):
+    other = {"name": "fraud", "route_prefix": "/fraud", "import_path": "fraud.app:app"}
+    current = {
+        "applications": {
+            "fraud": {"deployed_app_config": other},
+            "bank-marketing": {"deployed_app_config": {"name": "bank-marketing"}},
+            "notebook": {"deployed_app_config": None},  # deployed with serve.run: left alone
+        }
+    }
+    config = _cluster(tmp_path).deploy_config("7", current)
+
+    assert config["http_options"]["port"] == 8100
+    assert [app["name"] for app in config["applications"]] == ["fraud", "bank-marketing"]
+    assert config["applications"][0] == other
+    ours = config["applications"][1]
+    assert ours["route_prefix"] == "/api"
+    assert ours["args"]["tracking_uri"] == "sqlite:////r/mlflow.db"
+    assert ours["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == "sqlite:////r/mlflow.db"
+    (deployment,) = ours["deployments"]
+    assert deployment["user_config"] == {"model_version": "7"}
+    # Everything else comes from the file users deploy with `serve deploy`.
+    file_app = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]
+    assert deployment["autoscaling_config"] == file_app["deployments"][0]["autoscaling_config"]
+    assert ours["import_path"] == file_app["import_path"]
+
+
+def test_a_broken_serve_config_is_refused_before_anything_is_sent(tmp_path):
+    broken = yaml.safe_load(SERVE_CONFIG.read_text())
+    broken["applications"][0]["deployments"][0]["max_ongoing_requests"] = "many"
+    with pytest.raises(RolloutError, match="invalid"):
+        _cluster(tmp_path, broken).deploy_config("7", {})
+    two_apps = yaml.safe_load(SERVE_CONFIG.read_text())
+    two_apps["applications"].append(dict(two_apps["applications"][0], name="other"))
+    with pytest.raises(RolloutError, match="exactly one application"):
+        _cluster(tmp_path, two_apps).deploy_config("7", {})
+
+
+def test_no_cluster_and_no_local_start_is_a_clear_error(tmp_path, bank_full_path):
+    settings = Settings.from_env(
+        {
+            "BANK_MARKETING_HOME": str(tmp_path / "home"),
+            "BANK_MARKETING_SOURCE": str(bank_full_path),
+            "RAY_DASHBOARD_ADDRESS": "http://192.0.2.1:8265",
+        }
+    )
+    serving = build_definitions(settings).resources["serving"]
+    with pytest.raises(RolloutError, match=r"no Ray dashboard answers at http://192\.0\.2\.1"):
+        serving.roll_over("1")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> dict[str, Any]:
+    return register_two_versions(tmp_path_factory.mktemp("rollout-registry"), bank_full_path)
+
+
+@pytest.mark.integration
+def test_production_deployment_rolls_the_service_over_without_failed_requests(
+    tmp_path: Path, registry: dict[str, Any], ray_cluster: RayCluster, bank_full_path: Path
+) -> None:
+    from ray import serve
+
+    first, second = registry["versions"]
+    serve_url = f"{ray_cluster.http_url}/rollout"
+    serving = ServingCluster(
+        dashboard_url=ray_cluster.dashboard_url,
+        serve_url=serve_url,
+        tracking_uri=registry["uri"],
+        start_local=False,
+        app_name=APP,
+    )
+    defs = dg.Definitions(
+        assets=[production_deployment], jobs=[deployment_job], resources={"serving": serving}
+    )
+    try:
+        with dg.instance_for_test() as instance:
+            # The first deployment follows the champion alias.
+            result = run_deployment(defs, instance)
+            assert result.success, failure_message(result)
+            live = _metadata(result)
+            assert live["live_version"] == first
+            assert live["serve_url"] == serve_url
+            assert live["running_replicas"] == 2
+            assert httpx.get(f"{serve_url}/model", timeout=10).json()["version"] == first
+
+            # A pinned version under a steady stream of requests: none fails.
+            outcomes = _stream_during(lambda: run_deployment(defs, instance, second), serve_url)
+            result = outcomes.pop("result")
+            assert result.success, failure_message(result)
+            live = _metadata(result)
+            assert (live["live_version"], live["previous_version"]) == (second, first)
+            answers = outcomes["answers"]
+            assert answers and all(status == 200 for status, _ in answers), [
+                a for a in answers if a[0] != 200
+            ][:5]
+            assert answers[0][1] == first and answers[-1][1] == second
+
+            # A version that is not registered fails the materialization; the service stays.
+            result = run_deployment(defs, instance, "999")
+            assert not result.success
+            assert "v999 is not in the registry" in failure_message(result)
+            assert httpx.get(f"{serve_url}/model", timeout=10).json()["version"] == second
+            records = instance.fetch_materializations(
+                dg.AssetKey("production_deployment"), limit=10
+            ).records
+            assert len(records) == 2
+    finally:
+        serve.delete(APP)
+
+
+def _stream_during(action: Any, url: str) -> dict[str, Any]:
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(f"{url}/predict", json=EXAMPLE_RECORD)
+                    answers.append((response.status_code, response.json().get("model_version")))
+                except httpx.HTTPError as error:
+                    answers.append((0, str(error)))
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        result = action()
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return {"result": result, "answers": answers}
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (event,) = result.asset_materializations_for_node("production_deployment")
+    return {key: value.value for key, value in event.metadata.items()}
+
+
+@pytest.mark.integration
+def test_the_deploy_command_serves_the_champion_and_scores_an_example(
+    tmp_path: Path,
+    registry: dict[str, Any],
+    ray_cluster: RayCluster,
+    bank_full_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ray import serve
+
+    from bank_marketing.cli import main
+
+    serve_url = f"{ray_cluster.http_url}/command"
+    for name, value in {
+        "BANK_MARKETING_HOME": str(tmp_path / "home"),
+        "BANK_MARKETING_SOURCE": str(bank_full_path),
+        "MLFLOW_TRACKING_URI": registry["uri"],
+        "RAY_DASHBOARD_ADDRESS": ray_cluster.dashboard_url,
+        "BANK_MARKETING_SERVE_URL": serve_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    champion = MlflowClient(registry["uri"]).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    try:
+        assert main(["deploy"]) == 0
+    finally:
+        serve.delete(APP_NAME)
+    out = capsys.readouterr().out
+    assert f"serving v{champion.version} " in out
+    answer = json.loads(out.split(f"answer from POST {serve_url}/predict: ")[1])
+    assert answer["model_version"] == str(champion.version)
+    (prediction,) = answer["predictions"]
+    assert 0.0 <= prediction["probability"] <= 1.0
