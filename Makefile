@@ -15,7 +15,7 @@ UV := $(CURDIR)/.tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration dev serve try lint format bench clean
+.PHONY: help install run stop test test-unit test-integration dev serve try lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced ## Install the locked environment into .venv/
 
-run: install ## Run the main job on the embedded defaults (ingest and validate every month)
+run: install ## Run the main job on the embedded defaults: ingest, train, promote, serve
 	$(UV) run --locked bank-marketing run
+
+stop: install ## Stop the local Ray that make run (or bank-marketing deploy) left serving
+	$(UV) run --locked ray stop
 
 test: install ## Run all tests: unit, and integration against PostgreSQL on 127.0.0.1:5432
 	$(UV) run --locked pytest $(PYTEST_ARGS)
