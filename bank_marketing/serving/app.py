@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -237,5 +236,4 @@ def _validate(
 
 def score_records(model: LoadedModel, records: list[dict[str, Any]]) -> list[float]:
     """Probabilities for validated records, in order."""
-    frame = pd.DataFrame.from_records(records, columns=model.inputs)
-    return model.predict_proba(frame).tolist()
+    return model.predict_records(records).tolist()
