@@ -1,0 +1,266 @@
+"""``POST /webhooks/grafana``: Grafana alert notifications, stored for the retraining sensor.
+
+Grafana's webhook contact point posts its notification body (see Grafana's "Configure the
+webhook notifier" page) with ``Authorization: Bearer <token>``, set in the contact point as
+``authorization_credentials``. The receiver checks the token against
+``BANK_MARKETING_WEBHOOK_TOKEN`` (answering 401 to everything while it is unset), validates the
+body and stores each alert once by fingerprint and start time in the monitoring database; the
+``retrain_on_grafana_alert`` sensor reads them from there. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from bank_marketing import alerts
+from bank_marketing.settings import Settings
+
+PATH = "/webhooks/grafana"
+TOKEN_VARIABLE = "BANK_MARKETING_WEBHOOK_TOKEN"
+MAX_BODY_BYTES = 1024 * 1024
+
+# Refusals are answered here, with reasons, rather than by HTTPBearer's own 403.
+BEARER = HTTPBearer(auto_error=False, description=f"The token in {TOKEN_VARIABLE}.")
+
+log = logging.getLogger(__name__)
+
+
+class GrafanaAlert(BaseModel):
+    """One alert of a notification; fields Grafana adds later are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    values: dict[str, Any] | None = Field(
+        default=None, description="Values of the rule's expressions that set the status."
+    )
+    generator_url: str | None = Field(default=None, alias="generatorURL")
+    fingerprint: str = Field(min_length=1, max_length=128)
+    silence_url: str | None = Field(default=None, alias="silenceURL")
+    dashboard_url: str | None = Field(default=None, alias="dashboardURL")
+    panel_url: str | None = Field(default=None, alias="panelURL")
+    image_url: str | None = Field(default=None, alias="imageURL")
+    value_string: str | None = Field(default=None, alias="valueString")
+
+    def received(self) -> alerts.ReceivedAlert:
+        # Grafana sends 0001-01-01T00:00:00Z while the alert has not ended.
+        ended = self.ends_at is not None and self.ends_at.year > 1
+        return alerts.ReceivedAlert(
+            fingerprint=self.fingerprint,
+            starts_at=self.starts_at,
+            status=self.status,
+            labels=self.labels,
+            annotations=self.annotations,
+            ends_at=self.ends_at if ended else None,
+            trigger_values=self.values,
+            generator_url=self.generator_url or None,
+        )
+
+
+class GrafanaNotification(BaseModel):
+    """The body of Grafana's webhook notification (payload version 1)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    receiver: str
+    status: Literal["firing", "resolved"]
+    alerts: list[GrafanaAlert] = Field(min_length=1)
+    org_id: int | None = Field(default=None, alias="orgId")
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str | None = Field(default=None, alias="externalURL")
+    version: str | None = None
+    group_key: str | None = Field(default=None, alias="groupKey")
+    truncated_alerts: int = Field(default=0, ge=0, alias="truncatedAlerts")
+    title: str | None = None
+    state: str | None = None
+    message: str | None = None
+
+
+class WebhookAnswer(BaseModel):
+    received: int = Field(description="Alerts in the notification.")
+    new: int = Field(description="Alerts not stored before (fingerprint and startsAt).")
+    new_firing: int = Field(description="New firing alerts: each may request one retrain.")
+    resolved: int = Field(description="Alerts recorded as resolved by this notification.")
+    truncated: int = Field(description="Alerts Grafana left out of the notification.")
+
+
+class AlertInbox:
+    """The alert table on the monitoring database, created on first use."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self._engine: sa.Engine | None = None
+        self._lock = threading.Lock()
+
+    def engine(self) -> sa.Engine:
+        with self._lock:
+            if self._engine is None:
+                engine = alerts.engine_for(self.db_url)
+                alerts.create_tables(engine)
+                self._engine = engine
+            return self._engine
+
+    def store(self, notification: GrafanaNotification) -> alerts.Stored:
+        return alerts.store_notification(
+            self.engine(),
+            [alert.received() for alert in notification.alerts],
+            receiver=notification.receiver,
+            group_key=notification.group_key,
+        )
+
+    def describe(self) -> str:
+        return sa.make_url(self.db_url).render_as_string(hide_password=True)
+
+
+def _problem(
+    status: int,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"detail": message}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(status_code=status, content=body, headers=dict(headers or {}))
+
+
+def _notification_schema() -> dict[str, Any]:
+    """The body's JSON schema with the alert's schema inlined, so OpenAPI resolves it."""
+    schema = GrafanaNotification.model_json_schema(by_alias=True)
+    definitions = schema.pop("$defs", {})
+    schema["properties"]["alerts"]["items"] = definitions["GrafanaAlert"]
+    return schema
+
+
+def create_webhook_router(
+    db_url: str, token: str | None, max_body_bytes: int = MAX_BODY_BYTES
+) -> APIRouter:
+    """The router of ``POST /webhooks/grafana``, storing alerts in the database at ``db_url``.
+
+    ``token`` is the bearer token Grafana must send; ``None`` or empty refuses every request.
+    """
+    inbox = AlertInbox(db_url)
+    router = APIRouter(tags=["monitoring"])
+
+    @router.post(
+        PATH,
+        status_code=202,
+        response_model=WebhookAnswer,
+        summary="Receive a Grafana alert notification; firing alerts may request a retrain",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _notification_schema()}},
+            }
+        },
+        responses={
+            400: {"description": "The body is not JSON"},
+            401: {"description": f"Missing or wrong bearer token, or {TOKEN_VARIABLE} unset"},
+            413: {"description": f"Body over {max_body_bytes} bytes"},
+            422: {"description": "Not a Grafana notification: one message per bad field"},
+            503: {"description": "The monitoring database is unavailable; Grafana retries"},
+        },
+    )
+    async def grafana_notification(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> JSONResponse:
+        if not token:
+            # 401 rather than 503: nothing is wrong with the service, no caller can be trusted.
+            return _problem(
+                401,
+                f"the webhook is disabled: {TOKEN_VARIABLE} is not set on the server, so no "
+                f"request can be authenticated",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        provided = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(provided.encode(), token.encode()):
+            reason = "wrong bearer token" if credentials else "missing bearer token"
+            return _problem(
+                401,
+                f"{reason}: send 'Authorization: Bearer <{TOKEN_VARIABLE}>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raw, too_large = await _read_body(request, max_body_bytes)
+        if too_large:
+            return _problem(413, f"body is over {max_body_bytes} bytes; refused")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return _problem(400, f"body is not valid JSON: {error}")
+        try:
+            notification = GrafanaNotification.model_validate(body)
+        except ValidationError as error:
+            errors = [
+                {
+                    "field": ".".join(str(part) for part in detail["loc"]) or "body",
+                    "message": detail["msg"],
+                }
+                for detail in error.errors(include_url=False)
+            ]
+            return _problem(422, f"not a Grafana notification: {len(errors)} error(s)", errors)
+        try:
+            stored = await run_in_threadpool(inbox.store, notification)
+        except (sa.exc.SQLAlchemyError, alerts.UnsupportedDatabase):
+            log.exception("storing a Grafana notification in %s failed", inbox.describe())
+            # A 5xx makes Grafana retry the notification later.
+            return _problem(503, "the monitoring database is unavailable; retry later")
+        if notification.truncated_alerts:
+            log.warning(
+                "Grafana left %d alert(s) out of a notification to %s (max_alerts)",
+                notification.truncated_alerts,
+                notification.receiver,
+            )
+        answer = WebhookAnswer(
+            received=stored.received,
+            new=stored.new,
+            new_firing=stored.new_firing,
+            resolved=stored.resolved,
+            truncated=notification.truncated_alerts,
+        )
+        return JSONResponse(status_code=202, content=answer.model_dump())
+
+    return router
+
+
+def webhook_router_from_env(environ: Mapping[str, str] | None = None) -> APIRouter:
+    """The router on ``BANK_MARKETING_DB_URL``, with the token ``BANK_MARKETING_WEBHOOK_TOKEN``."""
+    env = os.environ if environ is None else environ
+    token = env.get(TOKEN_VARIABLE) or None
+    if token is None:
+        log.warning("%s is not set: POST %s refuses every request", TOKEN_VARIABLE, PATH)
+    return create_webhook_router(Settings.from_env(env).db_url, token)
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, or whether it exceeds ``limit``, without reading past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return b"", True
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+    return b"".join(chunks), False
