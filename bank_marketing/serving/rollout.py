@@ -68,7 +68,7 @@ class ServeCluster:
         self.tracking_uri = tracking_uri
         self.app_name = app_name
         self.config_path = config_path
-        self.headers = headers or {}
+        self.headers = headers if headers is not None else self._local_token_header()
 
     # -- the cluster ------------------------------------------------------------------------
 
@@ -220,6 +220,21 @@ class ServeCluster:
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _local_token_header(self) -> dict[str, str]:
+        """The token of a local Ray with token authentication (Ray keeps it in a file).
+
+        A Ray head started here enables token authentication once a token file exists, and only
+        a process connected to Ray sends it by itself; a local dashboard gets it from here.
+        """
+        if not self.is_local():
+            return {}
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            return {}
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _app_state(self, version: str) -> tuple[str, int, bool]:
         """The app's status, its running replicas, and whether it runs ``version``'s config."""
