@@ -58,8 +58,9 @@ class RetrainPolicy(dg.ConfigurableResource):
         ge=0.0,
         le=1.0,
         description="Retrain when the share of drifted input columns is above this "
-        f"({ENV_DRIFTED_SHARE}). 0.5 is Evidently's own dataset-drift rule; lower values "
-        "trigger every month, since the month and day inputs drift by construction.",
+        f"({ENV_DRIFTED_SHARE}). 0.5 is Evidently's own dataset-drift rule, and well above "
+        "the share that drifts every month by construction (a month's contacts all share "
+        "one value of the month input: 1 or 2 of the 11 default inputs).",
     )
     cooldown_months: int = Field(
         default=1,
