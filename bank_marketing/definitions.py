@@ -24,6 +24,7 @@ from bank_marketing.resources import (
     ServingCluster,
     mlflow_tracking_in_home,
 )
+from bank_marketing.sensors import RetrainPolicy, sensors
 from bank_marketing.settings import Settings
 from bank_marketing.training.tracking import EXPERIMENT_NAME
 
@@ -86,6 +87,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             production_deployment,
         ],
         jobs=[ingest_job, contacts_job, training_job, evaluation_job, deployment_job],
+        sensors=sensors,
         resources={
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir)),
             "data_source": DataSource(source=settings.source, cache_dir=str(settings.cache_dir)),
@@ -95,6 +97,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ),
             "mlflow": mlflow,
             "model_inputs": ModelInputs(),
+            "retrain_policy": RetrainPolicy.from_env(),
             "serving": ServingCluster(
                 dashboard_url=settings.ray_dashboard_url,
                 serve_url=settings.serve_url,

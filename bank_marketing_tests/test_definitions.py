@@ -44,6 +44,11 @@ def test_definitions_load() -> None:
         "evaluation_job",
         "deployment_job",
     }
+    assert {sensor.name for sensor in repository.sensor_defs} == {
+        "retrain_on_drift",
+        "retrain_on_grafana_alert",
+        "deploy_new_champion",
+    }
 
 
 def test_thirty_one_monthly_partitions() -> None:
