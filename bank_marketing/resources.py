@@ -44,6 +44,11 @@ class MonitoringDatabase(dg.ConfigurableResource):
         default=None,
         description="Database schema for the tables (Postgres: 'monitoring'); None for SQLite.",
     )
+    reports_dir: str | None = Field(
+        default=None,
+        description="Folder that keeps the monthly HTML drift reports (the home's reports/); "
+        "drift_report fails without it.",
+    )
 
     @contextmanager
     def engine(self) -> Iterator[sa.Engine]:
@@ -66,6 +71,38 @@ class MonitoringDatabase(dg.ConfigurableResource):
     def read_rejects(self, month: date | None = None) -> pd.DataFrame:
         with self.engine() as engine:
             return store.read_rejects(engine, month)
+
+    def replace_predictions(self, month: date, scores: pd.DataFrame) -> int:
+        with self.engine() as engine:
+            return store.replace_predictions(engine, month, scores)
+
+    def read_predictions(self, month: date | None = None) -> pd.DataFrame:
+        with self.engine() as engine:
+            return store.read_predictions(engine, month)
+
+    def replace_drift_report(
+        self, month: date, report: pd.DataFrame, quality: pd.DataFrame | None
+    ) -> None:
+        with self.engine() as engine:
+            store.replace_drift_report(engine, month, report, quality)
+
+    def read_drift_reports(self, month: date | None = None) -> pd.DataFrame:
+        with self.engine() as engine:
+            return store.read_drift_reports(engine, month)
+
+    def read_monthly_quality(self, month: date | None = None) -> pd.DataFrame:
+        with self.engine() as engine:
+            return store.read_monthly_quality(engine, month)
+
+    def reports_folder(self) -> Path:
+        """Where HTML drift reports go, created on first use."""
+        if not self.reports_dir:
+            raise ValueError(
+                "monitoring_db.reports_dir is not set: drift reports need a folder to be kept in"
+            )
+        folder = Path(self.reports_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def describe(self) -> str:
         """The URL without its password, for metadata and messages."""

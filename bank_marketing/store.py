@@ -64,3 +64,112 @@ def read_rejects(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
         query = query.where(contact_rejects.c.month == month)
     with engine.connect() as connection:
         return pd.read_sql(query, connection)
+
+
+# Monitoring: the champion's monthly scores, drift reports and realized quality. Each month's rows
+# are replaced in one transaction, so a month is never half-written and re-running it is safe.
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("month", sa.Date, nullable=False, comment="Partition month of the contact."),
+    sa.Column("line", sa.Integer, nullable=False, comment="Line number in the source CSV."),
+    sa.Column("probability", sa.Double, nullable=False, comment="Predicted P(subscribed)."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Version that scored it."),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("month", "line"),
+)
+
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("month", sa.Date, primary_key=True, comment="Month compared with the reference."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Model of the reference."),
+    sa.Column("rows", sa.Integer, nullable=False, comment="Contacts in the month."),
+    sa.Column("reference_rows", sa.Integer, nullable=False, comment="Rows of the reference data."),
+    sa.Column("input_columns", sa.Integer, nullable=False, comment="Inputs checked for drift."),
+    sa.Column("drifted_columns", sa.Integer, nullable=False, comment="Inputs found drifted."),
+    sa.Column("drifted_share", sa.Double, comment="drifted_columns / input_columns."),
+    sa.Column("prediction_drift", sa.Double, comment="Drift score of the predicted probability."),
+    sa.Column("prediction_drift_method", sa.String(64), nullable=False),
+    sa.Column("missing_share", sa.Double, comment="Missing cells over all input cells."),
+    sa.Column("note", sa.Text, comment="Why drift values are null, when they are."),
+    sa.Column("report_path", sa.Text, nullable=False, comment="The HTML report."),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+monthly_quality = sa.Table(
+    "monthly_quality",
+    metadata,
+    sa.Column("month", sa.Date, primary_key=True, comment="Month whose outcomes are known."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Model that scored it."),
+    sa.Column("rows", sa.Integer, nullable=False, comment="Labelled contacts in the month."),
+    sa.Column("roc_auc", sa.Double, comment="Null when the month has a single label."),
+    sa.Column("pr_auc", sa.Double, comment="Average precision; null with a single label."),
+    sa.Column("accuracy", sa.Double, nullable=False, comment="At the 0.5 threshold."),
+    sa.Column("subscription_rate", sa.Double, nullable=False),
+    sa.Column("mean_probability", sa.Double, nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Plain Python values for the driver: dates for months, None for NaN and NaT."""
+    rows = []
+    for record in frame.to_dict("records"):
+        row: dict[str, object] = {}
+        for key, value in record.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                row[key] = None
+            elif key == "month":
+                row[key] = pd.Timestamp(value).date()
+            elif isinstance(value, pd.Timestamp):
+                row[key] = value.to_pydatetime()
+            elif hasattr(value, "item"):  # numpy scalars
+                row[key] = value.item()
+            else:
+                row[key] = value
+        rows.append(row)
+    return rows
+
+
+def replace_predictions(engine: sa.Engine, month: date, scores: pd.DataFrame) -> int:
+    """Replace the stored predictions of ``month`` with ``scores`` (index: line)."""
+    rows = _rows(scores.reset_index()[[c.name for c in predictions.columns]])
+    with engine.begin() as connection:
+        connection.execute(sa.delete(predictions).where(predictions.c.month == month))
+        if rows:
+            connection.execute(sa.insert(predictions), rows)
+    return len(rows)
+
+
+def replace_drift_report(
+    engine: sa.Engine, month: date, report: pd.DataFrame, quality: pd.DataFrame | None
+) -> None:
+    """Replace ``month``'s drift report row and its quality row (none: the month has no labels)."""
+    with engine.begin() as connection:
+        for table in (drift_reports, monthly_quality):
+            connection.execute(sa.delete(table).where(table.c.month == month))
+        connection.execute(sa.insert(drift_reports), _rows(report))
+        if quality is not None:
+            connection.execute(sa.insert(monthly_quality), _rows(quality))
+
+
+def _read(engine: sa.Engine, table: sa.Table, month: date | None, *order: str) -> pd.DataFrame:
+    query = sa.select(table).order_by(*(table.c[name] for name in order))
+    if month is not None:
+        query = query.where(table.c.month == month)
+    with engine.connect() as connection:
+        return pd.read_sql(query, connection)
+
+
+def read_predictions(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
+    return _read(engine, predictions, month, "month", "line")
+
+
+def read_drift_reports(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
+    return _read(engine, drift_reports, month, "month")
+
+
+def read_monthly_quality(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
+    return _read(engine, monthly_quality, month, "month")
