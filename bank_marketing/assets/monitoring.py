@@ -1,0 +1,367 @@
+"""Monthly monitoring: the champion's ``predictions`` for a month's contacts, and the month's
+``drift_report`` against the champion's reference data, with its realized quality.
+
+Each is guarded by a blocking Pandera check that runs before anything is written to the
+monitoring database, so a broken report reaches neither the sensors nor the dashboard.
+"""
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+from dagster_pandera import pandera_schema_to_dagster_type
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from bank_marketing.monitoring import drift, quality, schemas
+from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
+from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
+from bank_marketing.partitions import monthly_partitions
+from bank_marketing.resources import MonitoringDatabase
+from bank_marketing.serving.model import LoadedModel, alias_version, load_version
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME
+
+GROUP = "monitoring"
+PREDICTIONS_CHECK = "valid_predictions"
+DRIFT_CHECK = "valid_drift_metrics"
+FAILURE_SAMPLE = 10
+T = TypeVar("T")
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    PredictionsType = pandera_schema_to_dagster_type(schemas.Predictions)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=monthly_partitions,
+    dagster_type=PredictionsType,
+    required_resource_keys={"mlflow", "monitoring_db"},
+    kinds={"pandas", "pandera", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            PREDICTIONS_CHECK,
+            asset="predictions",
+            blocking=True,
+            description="One row per contact of the month, every probability in [0, 1], one "
+            "model version present; checked before the predictions table is written.",
+        )
+    ],
+)
+def predictions(
+    context: dg.AssetExecutionContext, contacts: pd.DataFrame
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The champion's P(subscribed) for every contact of the month, with the version that scored
+    it; also in the monitoring database's predictions table."""
+    db: MonitoringDatabase = context.resources.monitoring_db
+    month = pd.Timestamp(context.partition_key)
+    client = MlflowClient()
+    model = _load(client, _champion_version(client))
+    scores = score_month(model, contacts, month, pd.Timestamp.now(tz="UTC"))
+    failures = _failures(schemas.predictions_month_schema(month, contacts.index), scores)
+    yield _check_result(PREDICTIONS_CHECK, failures, {"model_version": model.version})
+    if failures is not None:
+        raise dg.Failure(
+            description=f"predictions {month:%Y-%m} by v{model.version} fail their schema; "
+            f"nothing was written. {_summary(failures)}",
+            allow_retries=False,
+        )
+    stored = _write(
+        db, f"predictions {month:%Y-%m}", lambda: db.replace_predictions(month.date(), scores)
+    )
+    yield dg.Output(
+        scores,
+        metadata={
+            "month": f"{month:%Y-%m}",
+            "model_version": model.version,
+            "dagster/row_count": stored,
+            "mean_probability": float(scores[PROBABILITY].mean()) if stored else float("nan"),
+            "table": f"predictions in {db.describe()}",
+        },
+    )
+
+
+class DriftReportConfig(dg.Config):
+    prediction_drift_method: str = Field(
+        default=drift.PREDICTION_DRIFT_METHOD,
+        description="Evidently drift method for the predicted probability ('wasserstein': "
+        "normed Wasserstein distance; also 'psi', 'jensenshannon', 'ks', ...).",
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=monthly_partitions,
+    required_resource_keys={"mlflow", "monitoring_db"},
+    kinds={"evidently", "mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset="drift_report",
+            blocking=True,
+            description="The drift numbers (and realized quality) are sound: shares in [0, 1], "
+            "counts within the columns checked, the partition's month; checked before the "
+            "drift_reports and monthly_quality tables are written.",
+        )
+    ],
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftReportConfig,
+    contacts: pd.DataFrame,
+    predictions: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """An Evidently report of the month against the scoring model's reference data: drift per
+    input, drifted share, prediction drift, missing values, and realized quality; HTML kept."""
+    db: MonitoringDatabase = context.resources.monitoring_db
+    month = pd.Timestamp(context.partition_key)
+    label = f"{month:%Y-%m}"
+    if not predictions.index.sort_values().equals(contacts.index.sort_values()):
+        raise dg.Failure(
+            description=f"drift_report {label}: the stored predictions do not match the month's "
+            f"contacts ({len(predictions)} vs {len(contacts)} rows); materialize predictions "
+            f"{label} again first",
+            allow_retries=False,
+        )
+    client = MlflowClient()
+    version = _scored_by(predictions) or _champion_version(client)
+    model = _load(client, version)
+    try:
+        reference = load_reference(client, model.run_id, model.inputs)
+    except ReferenceDataMissing as error:
+        raise dg.Failure(
+            description=f"drift_report {label}: {MODEL_NAME} v{version}: {error}",
+            metadata={"model_version": version, "mlflow_run_id": model.run_id},
+            allow_retries=False,
+        ) from error
+    reference = reference.assign(**{drift.PREDICTION: probabilities(model, reference)})
+    current = contacts.assign(**{drift.PREDICTION: predictions[PROBABILITY]})
+    result = drift.compare(
+        current,
+        reference,
+        model.inputs,
+        config.prediction_drift_method,
+        metadata={"month": label, "model_version": version, "reference_run_id": model.run_id},
+    )
+    computed_at = pd.Timestamp.now(tz="UTC")
+    path = _reports_folder(db) / f"drift_{label}.html"
+    row = result.as_row(month, version, path, computed_at)
+    realized = None
+    if quality.has_labels(contacts):
+        measured = quality.realized_quality(contacts, current[drift.PREDICTION].to_numpy())
+        realized = quality.quality_row(month, version, measured, computed_at)
+    failures = _failures(schemas.for_month(schemas.DriftMetrics, month), row)
+    if realized is not None and failures is None:
+        failures = _failures(schemas.for_month(schemas.MonthlyQuality, month), realized)
+    yield _check_result(DRIFT_CHECK, failures, {"model_version": version, "rows": result.rows})
+    if failures is not None:
+        raise dg.Failure(
+            description=f"drift_report {label}: the report's numbers fail their schema; nothing "
+            f"was written. {_summary(failures)}",
+            allow_retries=False,
+        )
+
+    run_id = _keep(context, db, result, row, realized, path, model)
+    metadata: dict[str, Any] = {
+        "month": label,
+        "model_version": version,
+        "rows": result.rows,
+        "drifted_columns": result.drifted_columns,
+        "drifted_share": result.drifted_share,
+        "prediction_drift": result.prediction_drift,
+        "prediction_drift_method": result.prediction_drift_method,
+        "missing_share": result.missing_share,
+        "report_path": dg.MetadataValue.path(str(path)),
+        "reference_rows": result.reference_rows,
+        "input_columns": result.input_columns,
+        "prediction_drifted": result.prediction_drifted,
+        "evidently_tests_failed": f"{result.tests_failed} of {result.tests_total}",
+        "mlflow_run_id": run_id,
+        "tables": f"drift_reports, monthly_quality in {db.describe()}",
+    }
+    if result.note:
+        metadata["note"] = result.note
+    if result.columns:
+        metadata["column_drift"] = dg.MetadataValue.md(
+            result.column_table().to_markdown(index=False, floatfmt=".4f")
+        )
+    if realized is not None:
+        metadata.update({name: float(realized[name].iloc[0]) for name in quality.QUALITY_METRICS})
+    context.log.info(
+        "drift %s v%s: %d rows, %d of %d inputs drifted, prediction drift %.4f (%s)",
+        label,
+        version,
+        result.rows,
+        result.drifted_columns,
+        result.input_columns,
+        result.prediction_drift,
+        result.prediction_drift_method,
+    )
+    yield dg.Output(
+        {
+            "drift": row.iloc[0].to_dict(),
+            "quality": None if realized is None else realized.iloc[0].to_dict(),
+        },
+        metadata=metadata,
+    )
+
+
+def _keep(
+    context: dg.AssetExecutionContext,
+    db: MonitoringDatabase,
+    result: drift.DriftResult,
+    row: pd.DataFrame,
+    realized: pd.DataFrame | None,
+    path: Path,
+    model: LoadedModel,
+) -> str:
+    """Log the HTML to a monitoring run in MLflow, write the tables, then put the HTML in place.
+
+    The HTML goes to a temporary file beside its final path first and replaces it only after the
+    database committed, so a failed write leaves the previous report, its row and its file as
+    they were; the MLflow run of a failed write ends FAILED.
+    """
+    month = row["month"].iloc[0]
+    label = f"{month:%Y-%m}"
+    title = f"Drift of {label} against {MODEL_NAME} v{model.version}'s reference data"
+    partial = path.with_name(f".{path.name}.partial")
+    mlflow = context.resources.mlflow
+    try:
+        result.save_html(partial, title)
+        with mlflow.start_run(
+            run_name=f"drift {label} v{model.version}",
+            nested=True,
+            tags={
+                "kind": "drift_report",
+                "month": label,
+                "model_version": model.version,
+                "model_run_id": model.run_id,
+                "dagster.run_id": context.run.run_id,
+            },
+        ) as run:
+            mlflow.log_text(partial.read_text(encoding="utf-8"), f"drift/{path.name}")
+            mlflow.log_params(
+                {
+                    "prediction_drift_method": result.prediction_drift_method,
+                    "rows": result.rows,
+                    "reference_rows": result.reference_rows,
+                }
+            )
+            numbers = row.iloc[0].to_dict()
+            if realized is not None:
+                numbers.update(realized.iloc[0].to_dict())
+            mlflow.log_metrics(
+                {
+                    name: float(numbers[name])
+                    for name in (
+                        "drifted_columns",
+                        "drifted_share",
+                        "prediction_drift",
+                        "missing_share",
+                        *quality.QUALITY_METRICS,
+                    )
+                    if name in numbers and pd.notna(numbers[name])
+                }
+            )
+            _write(
+                db,
+                f"drift_report {label}",
+                lambda: db.replace_drift_report(month.date(), row, realized),
+            )
+        os.replace(partial, path)
+    except MlflowException as error:
+        raise dg.Failure(
+            description=f"drift_report {label}: MLflow refused the monitoring run or its report "
+            f"({error.message}); nothing was written to the monitoring database"
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return run.info.run_id
+
+
+def _write(db: MonitoringDatabase, what: str, write: Callable[[], T]) -> T:
+    """Run one transactional write; a database fault fails the run with what was kept."""
+    try:
+        return write()
+    except SQLAlchemyError as error:
+        raise dg.Failure(
+            description=f"{what}: the monitoring database {db.describe()} failed during the "
+            f"write ({type(error).__name__}: {getattr(error, 'orig', None) or error}). The "
+            f"transaction was rolled back: the month's stored rows are as they were."
+        ) from error
+
+
+def _champion_version(client: MlflowClient) -> str:
+    """The version the champion alias points at now."""
+    try:
+        return alias_version(client)
+    except MlflowException as error:
+        raise dg.Failure(
+            description=f"no champion to monitor: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not "
+            f"set at {client.tracking_uri} ({error.message}); train one first (training_job)",
+            allow_retries=False,
+        ) from error
+
+
+def _load(client: MlflowClient, version: str) -> LoadedModel:
+    try:
+        return load_version(client, version)
+    except (MlflowException, OSError, ValueError) as error:
+        raise dg.Failure(
+            description=f"{MODEL_NAME} v{version} cannot be loaded from {client.tracking_uri}: "
+            f"{error}",
+            allow_retries=False,
+        ) from error
+
+
+def _scored_by(scores: pd.DataFrame) -> str | None:
+    """The version that scored the month (None for a month without contacts)."""
+    versions = scores["model_version"].unique()
+    return str(versions[0]) if len(versions) else None
+
+
+def _reports_folder(db: MonitoringDatabase) -> Path:
+    try:
+        return db.reports_folder()
+    except (ValueError, OSError) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+
+
+def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The schema's failure cases on ``frame``, or None when it passes."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        return errors.failure_cases
+    return None
+
+
+def _check_result(
+    name: str, failures: pd.DataFrame | None, metadata: dict[str, Any]
+) -> dg.AssetCheckResult:
+    details = {**metadata, "failed_checks": 0 if failures is None else len(failures)}
+    if failures is not None:
+        sample = failures.head(FAILURE_SAMPLE)[["column", "check", "failure_case", "index"]]
+        details["failure_cases"] = dg.MetadataValue.md(sample.to_markdown(index=False))
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=failures is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=details,
+    )
+
+
+def _summary(failures: pd.DataFrame) -> str:
+    cases = failures.head(5)
+    return "; ".join(
+        f"{row.column or 'frame'}: {row.check} (got {row.failure_case})"
+        for row in cases.itertuples()
+    )
