@@ -11,6 +11,7 @@ from dagster_mlflow import end_mlflow_on_run_finished
 
 from bank_marketing.assets.contacts import contacts, raw_contacts
 from bank_marketing.assets.deployment import production_deployment
+from bank_marketing.assets.monitoring import drift_report, predictions
 from bank_marketing.assets.training import (
     candidates,
     champion_evaluation,
@@ -58,6 +59,12 @@ with warnings.catch_warnings():
         description="Score the as-of month's champion on the month after its window.",
         hooks={end_mlflow_on_run_finished},
     )
+    monitoring_job = dg.define_asset_job(
+        "monitoring_job",
+        selection=dg.AssetSelection.assets(predictions, drift_report),
+        description="Score one month with the champion and report its drift and realized quality.",
+        hooks={end_mlflow_on_run_finished},
+    )
 deployment_job = dg.define_asset_job(
     "deployment_job",
     selection=dg.AssetSelection.assets(production_deployment),
@@ -85,8 +92,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             champion_model,
             champion_evaluation,
             production_deployment,
+            predictions,
+            drift_report,
         ],
-        jobs=[ingest_job, contacts_job, training_job, evaluation_job, deployment_job],
+        jobs=[
+            ingest_job,
+            contacts_job,
+            training_job,
+            evaluation_job,
+            deployment_job,
+            monitoring_job,
+        ],
         sensors=sensors,
         resources={
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir)),
@@ -94,6 +110,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "monitoring_db": MonitoringDatabase(
                 url=settings.db_url,
                 db_schema="monitoring" if settings.db_url.startswith("postgresql") else None,
+                reports_dir=str(settings.reports_dir),
             ),
             "mlflow": mlflow,
             "model_inputs": ModelInputs(),

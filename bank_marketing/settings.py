@@ -65,9 +65,20 @@ class Settings:
     def storage_dir(self) -> Path:
         return self.home / "storage"
 
+    @property
+    def reports_dir(self) -> Path:
+        """Drift reports (HTML) and the replay's plot."""
+        return self.home / "reports"
+
     def prepare(self) -> None:
         """Create the embedded-state folders."""
-        for folder in (self.home, self.cache_dir, self.storage_dir, self.dagster_home):
+        for folder in (
+            self.home,
+            self.cache_dir,
+            self.storage_dir,
+            self.reports_dir,
+            self.dagster_home,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         instance_config = self.dagster_home / "dagster.yaml"
         if not instance_config.exists():

@@ -20,6 +20,8 @@ def test_definitions_load() -> None:
         "champion_model",
         "champion_evaluation",
         "production_deployment",
+        "predictions",
+        "drift_report",
     }
     # What is live now is one state, not one per month.
     unpartitioned = {dg.AssetKey("raw_contacts"), dg.AssetKey("production_deployment")}
@@ -35,6 +37,8 @@ def test_definitions_load() -> None:
         ("contacts", "valid_rows"),
         ("training_set", "trainable"),
         ("champion_model", "champion_is_sound"),
+        ("predictions", "valid_predictions"),
+        ("drift_report", "valid_drift_metrics"),
     }
     assert all(graph.get(check).blocking for check in graph.asset_check_keys)
     assert {job.name for job in repository.get_all_jobs()} >= {
@@ -43,6 +47,7 @@ def test_definitions_load() -> None:
         "training_job",
         "evaluation_job",
         "deployment_job",
+        "monitoring_job",
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
         "retrain_on_drift",
