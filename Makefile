@@ -66,9 +66,10 @@ format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
 
-bench: install ## Rerun the benchmarks (ingest, training) and rewrite BENCHMARKS.md
+bench: install ## Rerun the benchmarks (ingest, training, serving; needs wrk) and rewrite BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.training --write BENCHMARKS.md
+	$(UV) run --locked python -m bank_marketing.benchmarks.serving --write BENCHMARKS.md
 
 clean: ## Delete the embedded state (Dagster, MLflow, monitoring DB, downloads)
 	rm -rf "$(BANK_MARKETING_HOME)"
