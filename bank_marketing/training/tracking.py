@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ SKOPS_TRUSTED_TYPES = [
 ]
 REFERENCE_ARTIFACT = "reference/validation.parquet"
 INPUT_EXAMPLE_ROWS = 5
+# What loading a logged pipeline needs, pinned to this environment's versions. Stated rather than
+# inferred: MLflow's inference loads the model in a subprocess, about 7 s per logged candidate.
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy")
+
+
+def pip_requirements() -> list[str]:
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ def log_candidate(
             serialization_format="skops",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             registered_model_name=MODEL_NAME,
+            pip_requirements=pip_requirements(),
         )
     return CandidateRecord(
         family=fitted.family,
