@@ -57,6 +57,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     deploy.add_argument(
         "--version", metavar="N", help="Serve this registered version instead of the champion."
     )
+    replay = commands.add_parser(
+        "replay",
+        help="Replay history month by month through the closed loop (what make run does).",
+        description="Train a first champion as of --first-as-of, then for each later month: "
+        "validate its contacts, score them (predictions), report drift against the champion's "
+        "reference (drift_report), evaluate the sensors and run the retraining and rollover "
+        "they ask for. Prints a table per month, writes a plot of monthly ROC AUC against a "
+        "frozen model and a model retrained every month, and a summary line.",
+    )
+    replay.add_argument(
+        "--first-as-of",
+        default="2008-12",
+        metavar="YYYY-MM",
+        help="Month the first champion is trained as of (default: 2008-12).",
+    )
+    replay.add_argument(
+        "--last", metavar="YYYY-MM", help="Last month to replay (default: 2010-11)."
+    )
+    replay.add_argument(
+        "--no-serve", action="store_true", help="Do not start or roll over the prediction service."
+    )
+    replay.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="Skip the frozen and monthly-retrained baselines (and the plot).",
+    )
     commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
@@ -70,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         as_of = None if args.no_train else args.as_of
         return _run(settings, args.months, as_of, serve=not (args.no_train or args.no_serve))
+    if args.command == "replay":
+        return _replay(settings, args)
     if args.command == "deploy":
         _environment(settings)
         import dagster as dg
@@ -208,6 +236,100 @@ def _train(defs, instance, as_of: str) -> int:
             f"ROC AUC {test['test_roc_auc'].value:.4f}, PR AUC {test['test_pr_auc'].value:.4f}"
         )
     return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    _environment(settings)
+    import dagster as dg
+    from tqdm import tqdm
+
+    from bank_marketing.definitions import build_definitions
+    from bank_marketing.partitions import monthly_partitions
+    from bank_marketing.replay import ReplayError, month_keys, replay
+
+    keys = monthly_partitions.get_partition_keys()
+    first, last = f"{args.first_as_of}-01", f"{args.last}-01" if args.last else keys[-1]
+    if first not in keys or last not in keys or last <= first:
+        print(
+            f"error: --first-as-of {args.first_as_of} and --last {args.last} must be months of "
+            f"the data, the first before the last",
+            file=sys.stderr,
+        )
+        return 2
+    defs = build_definitions(settings)
+    print(f"Replaying {first[:7]} .. {last[:7]} on {settings.dagster_home} ({settings.source})")
+    bar = tqdm(total=len(month_keys(first, last)), unit="month", dynamic_ncols=True)
+    with dg.DagsterInstance.get() as instance:
+        try:
+            result = replay(
+                defs,
+                instance,
+                first_as_of=first,
+                last_month=last,
+                serve=not args.no_serve,
+                on_step=lambda text: bar.set_description(text[:60]),
+                on_month=lambda _: bar.update(1),
+            )
+        except ReplayError as error:
+            bar.close()
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    bar.close()
+    return _report(settings, result, baselines=not args.no_baselines)
+
+
+def _report(settings: Settings, result, *, baselines: bool) -> int:
+    from bank_marketing import replay_report
+
+    scores = _baselines(settings, result) if baselines else {}
+    months = replay_report.frame(result, scores)
+    print(replay_report.table(months))
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    csv = settings.reports_dir / "replay.csv"
+    months.to_csv(csv, index=False)
+    print(f"table: {csv}")
+    if scores:
+        png = replay_report.plot(months, scores, settings.reports_dir / "replay_roc_auc.png")
+        print(f"plot: {png}")
+    print(replay_report.summary(result, scores))
+    return 0
+
+
+def _baselines(settings: Settings, result) -> dict[str, dict[str, float]]:
+    """The first champion frozen, and its family retrained every month, on the same months."""
+    from mlflow import MlflowClient
+
+    from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+    from bank_marketing.data.months import recover_months
+    from bank_marketing.data.source import load_contacts
+    from bank_marketing.replay_report import FROZEN, MONTHLY
+    from bank_marketing.serving.model import load_version
+    from bank_marketing.training import baselines
+    from bank_marketing.training.features import DEFAULT_INPUTS
+
+    print("Scoring the baselines (frozen first champion; retrained every month)...", flush=True)
+    contacts = load_contacts(settings.source, settings.cache_dir).frame
+    by_month = baselines.by_month(contacts, recover_months(contacts["month"]))
+    keys = [f"{m.month}-01" for m in result.months]
+    first = load_version(MlflowClient(settings.mlflow_tracking_uri), result.first_champion)
+    params = CANDIDATE_CONFIGS[first.family]().model_dump()
+    seed = params.pop("seed")
+    params.pop("max_train_rows", None)
+    window = TrainingSetConfig()
+    monthly = baselines.retrained_every_month(
+        by_month,
+        keys,
+        family=first.family,
+        params=params,
+        inputs=first.inputs or DEFAULT_INPUTS,
+        window=window.window_months,
+        validation_share=window.validation_share,
+        seed=seed,
+    )
+    return {
+        f"{FROZEN} (v{first.version})": baselines.frozen(first.pipeline, by_month, keys),
+        f"{first.family} {MONTHLY}": monthly,
+    }
 
 
 def _deploy(defs, instance, version: str | None) -> int:

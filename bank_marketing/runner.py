@@ -57,21 +57,36 @@ def backfill_contacts(
 
 
 def run_training(
-    instance: dg.DagsterInstance, as_of: str, run_config: dict | None = None
-) -> dg.JobExecutionResult:
+    instance: dg.DagsterInstance,
+    as_of: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    *,
+    in_process: bool = False,
+) -> dg.JobExecutionResult | dg.ExecuteInProcessResult:
     """Run ``training_job`` as of a partition key, its candidates in parallel processes.
 
     Each process rebuilds the definitions from the environment, so the settings must be in
-    ``os.environ`` (the command and the tests set them there).
+    ``os.environ`` (the command and the tests set them there). ``in_process`` runs the steps one
+    after another in this process instead: faster for small windows, where starting a process
+    per step costs more than the parallel fits save.
     """
     from bank_marketing.definitions import training_job_from_env
 
     config = {**QUIET, **(run_config or {})}
+    if in_process:
+        return training_job_from_env().execute_in_process(
+            instance=instance,
+            partition_key=as_of,
+            run_config=config,
+            tags=tags,
+            raise_on_error=False,
+        )
     with dg.execute_job(
         dg.reconstructable(training_job_from_env),
         instance=instance,
         run_config=config,
-        tags={"dagster/partition": as_of},
+        tags={**(tags or {}), "dagster/partition": as_of},
     ) as result:
         return result
 
@@ -86,14 +101,26 @@ def run_evaluation(
 
 
 def run_deployment(
-    defs: dg.Definitions, instance: dg.DagsterInstance, model_version: str | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    model_version: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Roll the prediction service over to the champion, or to ``model_version``."""
     config: dict[str, Any] = dict(QUIET)
     if model_version is not None:
         config["ops"] = {"production_deployment": {"config": {"model_version": model_version}}}
     return defs.resolve_job_def("deployment_job").execute_in_process(
-        instance=instance, run_config=config, raise_on_error=False
+        instance=instance, run_config=config, raise_on_error=False, tags=tags
+    )
+
+
+def run_monitoring(
+    defs: dg.Definitions, instance: dg.DagsterInstance, month: str
+) -> dg.ExecuteInProcessResult:
+    """Score a month with the champion and report its drift (predictions, drift_report)."""
+    return defs.resolve_job_def("monitoring_job").execute_in_process(
+        instance=instance, partition_key=month, run_config=QUIET, raise_on_error=False
     )
 
 

@@ -1,0 +1,222 @@
+"""The replay: history month by month through the real Dagster instance and the real sensors.
+
+A first champion is trained as of ``first_as_of``; then, for each later month, its contacts are
+validated, scored (``predictions``) and compared with the champion's reference (``drift_report``),
+and the sensors are evaluated against the instance exactly as the daemon would: what
+``retrain_on_drift`` requests runs as a ``training_job``, and what ``deploy_new_champion``
+requests rolls the service over. Each month's ROC AUC is the one scored by the champion that was
+live before the month, so the loop is judged month-ahead, as in production.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from bank_marketing.partitions import monthly_partitions
+from bank_marketing.runner import (
+    backfill_contacts,
+    failure_message,
+    run_deployment,
+    run_ingest,
+    run_monitoring,
+    run_training,
+)
+
+FIRST_AS_OF = "2008-12-01"
+RETRAIN_SENSORS = ("retrain_on_drift", "retrain_on_grafana_alert")
+DEPLOY_SENSOR = "deploy_new_champion"
+
+
+class ReplayError(RuntimeError):
+    """A step of the replay failed; the message names the month and the run."""
+
+
+@dataclass
+class ReplayMonth:
+    """One month of the replay, as the table prints it."""
+
+    month: str
+    rows: int
+    subscription_rate: float
+    prediction_drift: float
+    drifted_columns: int
+    scored_by: str
+    roc_auc: float
+    retrained: bool = False
+    champion_after: str = ""
+    retrain_reason: str = ""
+
+
+@dataclass
+class Replay:
+    """What the replay did: the months, the training rounds it ran, the champion's versions."""
+
+    first_as_of: str
+    first_champion: str = ""
+    months: list[ReplayMonth] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=list)
+
+    @property
+    def retrains(self) -> int:
+        return sum(1 for month in self.months if month.retrained)
+
+
+class SensorLoop:
+    """Ticks the code location's sensors on the instance, keeping their cursors between ticks."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs = defs
+        self.repository = defs.get_repository_def()
+        self.instance = instance
+        self.cursors: dict[str, str | None] = {}
+
+    def tick(self, name: str) -> list[dg.RunRequest]:
+        sensor = self.repository.get_sensor_def(name)
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get(name),
+            repository_def=self.repository,
+            sensor_name=name,
+            resources={key: self.defs.resources[key] for key in sensor.required_resource_keys},
+        )
+        data = sensor.evaluate_tick(context)
+        if data.cursor is not None:
+            self.cursors[name] = data.cursor
+        return list(data.run_requests or [])
+
+
+def replay(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    first_as_of: str = FIRST_AS_OF,
+    last_month: str | None = None,
+    serve: bool = True,
+    on_step: Callable[[str], None] | None = None,
+    on_month: Callable[[ReplayMonth], None] | None = None,
+) -> Replay:
+    """Replay the months after ``first_as_of`` up to ``last_month`` (default: the last one)."""
+    step = on_step or (lambda _: None)
+    keys = monthly_partitions.get_partition_keys()
+    last = last_month or keys[-1]
+    history = [key for key in keys if key <= first_as_of]
+    later = [key for key in keys if first_as_of < key <= last]
+    result = Replay(first_as_of=first_as_of)
+    sensors = SensorLoop(defs, instance)
+
+    step("reading the source into raw_contacts")
+    _succeeded(run_ingest(defs, instance), "raw_contacts")
+    step(f"validating {len(history)} months of contacts up to {first_as_of[:7]}")
+    for outcome in backfill_contacts(defs, instance, history):
+        if not outcome.success:
+            raise ReplayError(f"contacts {outcome.partition_key[:7]}: {outcome.error}")
+    step(f"training the first champion as of {first_as_of[:7]}")
+    _train(instance, first_as_of, {}, result)
+    first = _champion_version(instance)
+    if first is None:
+        raise ReplayError(f"the round as of {first_as_of[:7]} promoted no champion")
+    result.first_champion = first
+    _deploy(defs, instance, sensors, serve, result, step)
+
+    for key in later:
+        step(f"{key[:7]}: contacts, predictions, drift report")
+        (outcome,) = backfill_contacts(defs, instance, [key])
+        if not outcome.success:
+            raise ReplayError(f"contacts {key[:7]}: {outcome.error}")
+        report = _succeeded(run_monitoring(defs, instance, key), f"monitoring {key[:7]}")
+        month = _month(key, report)
+        requests = [request for name in RETRAIN_SENSORS for request in sensors.tick(name)]
+        for request in requests:
+            as_of = request.partition_key
+            reason = str(
+                request.tags.get("bank_marketing/drift_reason")
+                or request.tags.get("bank_marketing/alert_name", "")
+            )
+            step(f"{key[:7]}: retraining as of {as_of[:7]} ({reason})")
+            _train(instance, as_of, request.tags, result)
+            month.retrained = True
+            month.retrain_reason = reason
+        _deploy(defs, instance, sensors, serve, result, step)
+        month.champion_after = _champion_version(instance) or month.scored_by
+        result.months.append(month)
+        if on_month is not None:
+            on_month(month)
+    return result
+
+
+def _train(instance: dg.DagsterInstance, as_of: str, tags: dict[str, Any], result: Replay) -> None:
+    # Replay windows are small: one process fits them faster than a process per candidate.
+    outcome = run_training(
+        instance, as_of, tags={key: str(value) for key, value in tags.items()}, in_process=True
+    )
+    if not outcome.success:
+        raise ReplayError(
+            f"training as of {as_of[:7]} failed (run {outcome.run_id}): {failure_message(outcome)}"
+        )
+    result.rounds.append(as_of)
+
+
+def _deploy(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    sensors: SensorLoop,
+    serve: bool,
+    result: Replay,
+    step: Callable[[str], None],
+) -> None:
+    """Tick deploy_new_champion; run what it requests when serving is part of the replay."""
+    for request in sensors.tick(DEPLOY_SENSOR):
+        version = request.tags.get("bank_marketing/champion_version", "")
+        if not serve:
+            continue
+        step(f"rolling the service over to v{version}")
+        _succeeded(run_deployment(defs, instance, tags=request.tags), "production_deployment")
+        result.deployments.append(version)
+
+
+def _month(key: str, report: dg.ExecuteInProcessResult) -> ReplayMonth:
+    (event,) = report.asset_materializations_for_node("drift_report")
+    meta = {name: value.value for name, value in event.metadata.items()}
+    return ReplayMonth(
+        month=key[:7],
+        rows=int(meta["rows"]),
+        subscription_rate=_number(meta.get("subscription_rate")),
+        prediction_drift=_number(meta.get("prediction_drift")),
+        drifted_columns=int(meta["drifted_columns"]),
+        scored_by=str(meta["model_version"]),
+        roc_auc=_number(meta.get("roc_auc")),
+    )
+
+
+def _champion_version(instance: dg.DagsterInstance) -> str | None:
+    records = instance.fetch_materializations(dg.AssetKey("champion_model"), limit=1).records
+    if not records:
+        return None
+    metadata = records[0].asset_materialization.metadata
+    value = metadata.get("champion_version")
+    if value is None or str(value.value) == "none":
+        return None
+    return str(value.value)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _succeeded(result: dg.ExecuteInProcessResult, what: str) -> dg.ExecuteInProcessResult:
+    if not result.success:
+        raise ReplayError(f"{what} failed (run {result.run_id}): {failure_message(result)}")
+    return result
+
+
+def month_keys(first_as_of: str = FIRST_AS_OF, last_month: str | None = None) -> Sequence[str]:
+    """The partition keys a replay scores."""
+    keys = monthly_partitions.get_partition_keys()
+    last = last_month or keys[-1]
+    return [key for key in keys if first_as_of < key <= last]

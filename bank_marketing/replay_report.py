@@ -1,0 +1,111 @@
+"""The replay's results for people: the table per month, the plot, and the summary line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from bank_marketing.replay import Replay
+from bank_marketing.training.baselines import mean_score
+
+LOOP = "closed loop"
+FROZEN = "frozen after the first champion"
+MONTHLY = "retrained every month"
+
+
+def frame(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per replayed month, with the baselines' ROC AUC beside the loop's."""
+    rows = []
+    for month in replay.months:
+        key = f"{month.month}-01"
+        rows.append(
+            {
+                "month": month.month,
+                "rows": month.rows,
+                "subscription_rate": month.subscription_rate,
+                "prediction_drift": month.prediction_drift,
+                "drifted_columns": month.drifted_columns,
+                "retrained": month.retrained,
+                "scored_by": month.scored_by,
+                "champion_after": month.champion_after,
+                "roc_auc": month.roc_auc,
+                **{f"roc_auc_{name}": got.get(key, math.nan) for name, got in baselines.items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def table(months: pd.DataFrame) -> str:
+    from tabulate import tabulate
+
+    shown = [
+        (
+            row.month,
+            row.rows,
+            _share(row.subscription_rate),
+            _number(row.prediction_drift),
+            row.drifted_columns,
+            "yes" if row.retrained else "",
+            f"v{row.scored_by}" + (f" -> v{row.champion_after}" if row.retrained else ""),
+            _number(row.roc_auc),
+        )
+        for row in months.itertuples()
+    ]
+    headers = [
+        "month", "rows", "subscribed", "prediction drift", "drifted columns", "retrained",
+        "champion", "ROC AUC (live champion)",
+    ]  # fmt: skip
+    return tabulate(shown, headers=headers, disable_numparse=True)
+
+
+def summary(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> str:
+    loop = {f"{m.month}-01": m.roc_auc for m in replay.months}
+    first, last = replay.months[0].month, replay.months[-1].month
+    parts = [f"{LOOP} {mean_score(loop):.3f} ({replay.retrains} retrains)"]
+    parts += [f"{name} {mean_score(scores):.3f}" for name, scores in baselines.items()]
+    return f"mean monthly ROC AUC {first}..{last}: " + ", ".join(parts)
+
+
+def plot(months: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]], path: Path) -> Path:
+    """A PNG of monthly ROC AUC: the loop against the baselines, retrains marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dates = pd.to_datetime(months["month"] + "-01")
+    figure, axes = plt.subplots(figsize=(11, 4.5))
+    axes.plot(dates, months["roc_auc"], marker="o", linewidth=2, label=LOOP)
+    for name in baselines:
+        axes.plot(dates, months[f"roc_auc_{name}"], marker=".", linestyle="--", label=name)
+    retrained = months["retrained"].to_numpy(dtype=bool)
+    axes.scatter(
+        dates[retrained],
+        months["roc_auc"][retrained],
+        s=120,
+        facecolors="none",
+        edgecolors="black",
+        label="retrained after this month",
+        zorder=3,
+    )
+    axes.axhline(0.5, color="grey", linewidth=0.8)
+    axes.set_ylabel("ROC AUC of the month (month-ahead)")
+    axes.set_title("bank-marketing: monthly ROC AUC of the live champion")
+    axes.legend(loc="lower left", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _number(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _share(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1%}"
