@@ -50,6 +50,26 @@ def _mlflow_outside_the_work_tree(tmp_path_factory: pytest.TempPathFactory) -> I
         yield
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_state_per_test() -> Iterator[None]:
+    """Each test starts from the same MLflow process state: no active run, the same URIs.
+
+    MLflow keeps the active run and the tracking URI in process globals (and mirrors the URI in
+    MLFLOW_TRACKING_URI for child processes), so one test's leftovers would steer the next.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    tracking = mlflow.get_tracking_uri()
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(tracking)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def bank_full_path() -> Path:
     source = os.environ.get("BANK_MARKETING_SOURCE", "")

@@ -229,14 +229,14 @@ class LoadedModel:
 @contextmanager
 def _registry_of(client: MlflowClient) -> Iterator[None]:
     """Resolve ``models:/`` URIs against ``client``'s registry, not the process's default one."""
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI sets its own, and so does
+    # the client's; setting the registry here would pin it for the rest of the process.
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client.tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(registry)
+        mlflow.set_tracking_uri(previous)
 
 
 def load_version(client: MlflowClient, version: str, name: str = MODEL_NAME) -> LoadedModel:
