@@ -29,6 +29,8 @@ from bank_marketing.sensors import (
 from bank_marketing.serving.webhook import PATH, create_webhook_router
 
 NAN = float("nan")
+# The scenarios use the share rule at 0.5 and a cooldown of one month, so each rule shows alone.
+SCENARIO_POLICY = RetrainPolicy(drifted_share_threshold=0.5, cooldown_months=1)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -77,7 +79,7 @@ def tick(
     cursor: str | None,
     **resources: Any,
 ) -> dg.SensorResult:
-    resources.setdefault("retrain_policy", RetrainPolicy())
+    resources.setdefault("retrain_policy", SCENARIO_POLICY)
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     result = sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -131,7 +133,12 @@ def test_every_partition_is_seen_even_when_one_month_repeats(instance: dg.Dagste
     report_drift(instance, "2009-04", prediction_drift=0.3)
     report_drift(instance, "2009-07", prediction_drift=0.3)
     report_drift(instance, "2009-04", prediction_drift=0.3)
-    result = tick(retrain_on_drift, instance, None, retrain_policy=RetrainPolicy(cooldown_months=0))
+    result = tick(
+        retrain_on_drift,
+        instance,
+        None,
+        retrain_policy=RetrainPolicy(drifted_share_threshold=0.5, cooldown_months=0),
+    )
     keys = requested(result)
     assert [p for p, _ in keys] == ["2009-04-01", "2009-07-01", "2009-04-01"]
     assert len({k for _, k in keys}) == 3  # two reports of a month: two events, two run keys
@@ -163,7 +170,7 @@ def test_a_month_without_drift_numbers_does_not_trigger(instance: dg.DagsterInst
 
 def test_thresholds_are_configuration(instance: dg.DagsterInstance) -> None:
     report_drift(instance, "2009-04", prediction_drift=0.25, drifted_share=0.3)
-    lenient = RetrainPolicy(prediction_drift_threshold=0.3)
+    lenient = RetrainPolicy(prediction_drift_threshold=0.3, drifted_share_threshold=0.5)
     assert not tick(retrain_on_drift, instance, None, retrain_policy=lenient).run_requests
     strict = RetrainPolicy(prediction_drift_threshold=0.5, drifted_share_threshold=0.2)
     assert requested(tick(retrain_on_drift, instance, None, retrain_policy=strict))
@@ -176,7 +183,7 @@ def test_cooldown_skips_months_too_close_to_the_last_retrain(instance: dg.Dagste
     first = tick(retrain_on_drift, instance, None, retrain_policy=policy)
     assert [p for p, _ in requested(first)] == ["2009-03-01", "2009-05-01"]
 
-    no_cooldown = tick(retrain_on_drift, instance, None, retrain_policy=RetrainPolicy())
+    no_cooldown = tick(retrain_on_drift, instance, None, retrain_policy=SCENARIO_POLICY)
     assert len(requested(no_cooldown)) == 4  # the default 1: one retrain per month at most
 
 
@@ -237,7 +244,7 @@ def test_a_report_without_the_contract_metadata_fails_loudly(instance: dg.Dagste
     ],
 )
 def test_judge_drift(metadata: dict[str, Any], drifted: bool) -> None:
-    assert judge_drift(metadata, RetrainPolicy()).drifted is drifted
+    assert judge_drift(metadata, SCENARIO_POLICY).drifted is drifted
 
 
 @pytest.mark.parametrize(
@@ -258,6 +265,9 @@ def test_cooldown_blocks(last: str | None, month: str, cooldown: int, blocked: b
 
 def test_policy_from_environment() -> None:
     assert RetrainPolicy.from_env({}) == RetrainPolicy()
+    defaults = RetrainPolicy()
+    assert (defaults.prediction_drift_threshold, defaults.drifted_share_threshold) == (0.1, 1.0)
+    assert defaults.cooldown_months == 2
     policy = RetrainPolicy.from_env(
         {
             "BANK_MARKETING_RETRAIN_PREDICTION_DRIFT": "0.2",
@@ -335,7 +345,7 @@ def alert_tick(
         retrain_on_grafana_alert,
         instance,
         cursor,
-        retrain_policy=policy or RetrainPolicy(),
+        retrain_policy=policy or SCENARIO_POLICY,
         monitoring_db=monitoring_db,
     )
 
@@ -486,7 +496,7 @@ def test_sensors_load_with_the_real_jobs_and_resources(tmp_path: Path) -> None:
         jobs=[training_job, deployment_job],
         sensors=sensors,
         resources={
-            "retrain_policy": RetrainPolicy(),
+            "retrain_policy": SCENARIO_POLICY,
             "monitoring_db": MonitoringDatabase(url=f"sqlite:///{tmp_path / 'm.db'}"),
         },
     )
