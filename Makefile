@@ -30,8 +30,8 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced ## Install the locked environment into .venv/
 
-run: install ## Run the main job on the embedded defaults: ingest, train, promote, serve
-	$(UV) run --locked bank-marketing run
+run: install ## The main job: replay 2009-01..2010-11 through the closed loop, serving the champion
+	$(UV) run --locked bank-marketing replay
 
 stop: install ## Stop the local Ray that make run (or bank-marketing deploy) left serving
 	$(UV) run --locked ray stop

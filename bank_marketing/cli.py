@@ -275,7 +275,14 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     bar.close()
-    return _report(settings, result, baselines=not args.no_baselines)
+    status = _report(settings, result, baselines=not args.no_baselines)
+    if status != 0 or args.no_serve:
+        return status
+    print(
+        f"serving v{result.months[-1].champion_after} at {settings.serve_url} "
+        f"(API docs at {settings.serve_url}/docs; stop it with `make stop`)"
+    )
+    return _score_example(settings.serve_url)
 
 
 def _report(settings: Settings, result, *, baselines: bool) -> int:
@@ -333,10 +340,7 @@ def _baselines(settings: Settings, result) -> dict[str, dict[str, float]]:
 
 
 def _deploy(defs, instance, version: str | None) -> int:
-    import httpx
-
     from bank_marketing.runner import failure_message, run_deployment
-    from bank_marketing.serving.contract import EXAMPLE_RECORD
 
     target = f"v{version}" if version else "the champion"
     print(f"Rolling the prediction service over to {target} (Ray Serve)...", flush=True)
@@ -356,6 +360,15 @@ def _deploy(defs, instance, version: str | None) -> int:
         f"at {url} on {live['running_replicas']} replicas, switched in "
         f"{live['rollout_seconds']} s; API docs at {url}/docs; stop it with `ray stop`"
     )
+    return _score_example(url)
+
+
+def _score_example(url: str) -> int:
+    """POST the example contact to the service and print its answer."""
+    import httpx
+
+    from bank_marketing.serving.contract import EXAMPLE_RECORD
+
     try:
         response = httpx.post(f"{url}/predict", json=EXAMPLE_RECORD, timeout=30)
     except httpx.HTTPError as error:

@@ -120,6 +120,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 serve_url=settings.serve_url,
                 tracking_uri=settings.mlflow_tracking_uri,
                 auth_token=settings.ray_auth_token,
+                monitoring_db_url=settings.db_url,
+                webhook_token=settings.webhook_token,
             ),
         },
     )

@@ -203,13 +203,38 @@ class ServingCluster(dg.ConfigurableResource):
         default=None,
         description="Ray token for a cluster with token authentication (RAY_AUTH_TOKEN).",
     )
+    monitoring_db_url: str | None = Field(
+        default=None,
+        description="Monitoring database the service's Grafana webhook stores alerts in "
+        "(BANK_MARKETING_DB_URL); passed to the replicas.",
+    )
+    webhook_token: str | None = Field(
+        default=None,
+        description="Bearer token Grafana must send to the webhook "
+        "(BANK_MARKETING_WEBHOOK_TOKEN); passed to the replicas, unset: the webhook refuses all.",
+    )
     rollout_timeout_seconds: float = Field(
         default=240.0, gt=0, description="How long a switch may take before it counts as failed."
     )
 
     def cluster(self) -> ServeCluster:
         headers = {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else None
-        return ServeCluster(self.dashboard_url, self.serve_url, self.tracking_uri, headers=headers)
+        environment = {
+            name: value
+            for name, value in (
+                ("BANK_MARKETING_DB_URL", self.monitoring_db_url),
+                ("BANK_MARKETING_WEBHOOK_TOKEN", self.webhook_token),
+            )
+            if value
+        }
+        return ServeCluster(
+            self.dashboard_url,
+            self.serve_url,
+            self.tracking_uri,
+            app_name=self.app_name,
+            headers=headers,
+            environment=environment,
+        )
 
     def roll_over(self, version: str) -> Rollout:
         """Serve ``version``; start a local Ray head first if allowed and none answers."""

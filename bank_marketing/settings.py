@@ -33,6 +33,7 @@ class Settings:
     serve_url: str
     ray_dashboard_url: str
     ray_auth_token: str | None = None
+    webhook_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +49,7 @@ class Settings:
             # The names Ray's own `serve deploy` reads.
             ray_dashboard_url=env.get("RAY_DASHBOARD_ADDRESS") or "http://127.0.0.1:8265",
             ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
+            webhook_token=env.get("BANK_MARKETING_WEBHOOK_TOKEN") or None,
         )
 
     @property

@@ -35,7 +35,13 @@ def _cluster(tmp_path: Path, config: dict[str, Any] | None = None) -> ServeClust
         path = tmp_path / "serve.yaml"
         path.write_text(yaml.safe_dump(config))
     dashboard, service = "http://127.0.0.1:1", "http://127.0.0.1:8100/api"
-    return ServeCluster(dashboard, service, "sqlite:////r/mlflow.db", config_path=path)
+    return ServeCluster(
+        dashboard,
+        service,
+        "sqlite:////r/mlflow.db",
+        config_path=path,
+        environment={"BANK_MARKETING_DB_URL": "sqlite:////r/monitoring.db"},
+    )
 
 
 def test_the_config_serves_the_version_at_the_service_url_and_keeps_other_apps(tmp_path):
@@ -55,7 +61,9 @@ def test_the_config_serves_the_version_at_the_service_url_and_keeps_other_apps(t
     ours = config["applications"][1]
     assert ours["route_prefix"] == "/api"
     assert ours["args"]["tracking_uri"] == "sqlite:////r/mlflow.db"
-    assert ours["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == "sqlite:////r/mlflow.db"
+    env_vars = ours["runtime_env"]["env_vars"]
+    assert env_vars["MLFLOW_TRACKING_URI"] == "sqlite:////r/mlflow.db"
+    assert env_vars["BANK_MARKETING_DB_URL"] == "sqlite:////r/monitoring.db"
     (deployment,) = ours["deployments"]
     assert deployment["user_config"] == {"model_version": "7"}
     # Everything else comes from the file users deploy with `serve deploy`.
@@ -120,6 +128,7 @@ def test_production_deployment_rolls_the_service_over_without_failed_requests(
             assert live["live_version"] == first
             assert live["serve_url"] == serve_url
             assert live["running_replicas"] == 2
+            assert live["serve_application"] == APP and APP in serve.status().applications
             assert httpx.get(f"{serve_url}/model", timeout=10).json()["version"] == first
 
             # A pinned version under a steady stream of requests: none fails.

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -89,12 +89,16 @@ def direct_scorer(state: ModelState) -> Scorer:
 
 
 def create_app(
-    state: ModelState, inputs: Sequence[str] = DEFAULT_INPUTS, scorer: Scorer | None = None
+    state: ModelState,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
+    scorer: Scorer | None = None,
+    webhook: APIRouter | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry.
 
     ``scorer`` turns validated records into probabilities with one model (the Ray deployment
     passes one that batches concurrent requests); by default each request is scored alone.
+    ``webhook`` adds Grafana's alert receiver (``POST /webhooks/grafana``).
     """
     score = scorer or direct_scorer(state)
     Record = record_model(inputs)
@@ -180,6 +184,8 @@ def create_app(
             },
         )
 
+    if webhook is not None:
+        app.include_router(webhook)
     return app
 
 

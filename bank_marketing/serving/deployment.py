@@ -28,6 +28,7 @@ from ray import serve
 
 from bank_marketing.serving.app import create_app, score_records
 from bank_marketing.serving.model import CHAMPION_ALIAS, LoadedModel, ModelState
+from bank_marketing.serving.webhook import webhook_router_from_env
 
 log = logging.getLogger("ray.serve")
 
@@ -69,9 +70,12 @@ class PredictionService:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         inputs = self.state.model.inputs if self.state.model else None
+        # Grafana's alerts land here too: BANK_MARKETING_WEBHOOK_TOKEN and the monitoring DB
+        # (BANK_MARKETING_DB_URL) come from the replica's environment.
+        webhook = webhook_router_from_env()
         if inputs:
-            return create_app(self.state, inputs=inputs, scorer=self.score)
-        return create_app(self.state, scorer=self.score)
+            return create_app(self.state, inputs=inputs, scorer=self.score, webhook=webhook)
+        return create_app(self.state, scorer=self.score, webhook=webhook)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve a pinned version (``model_version``), or the alias's when it is unset."""

@@ -62,12 +62,15 @@ class ServeCluster:
         app_name: str = APP_NAME,
         config_path: Path = SERVE_CONFIG,
         headers: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.dashboard_url = dashboard_url.rstrip("/")
         self.serve_url = serve_url.rstrip("/")
         self.tracking_uri = tracking_uri
         self.app_name = app_name
         self.config_path = config_path
+        # Variables the replicas need besides the registry (the webhook's DB and token).
+        self.environment = dict(environment or {})
         self.headers = headers if headers is not None else self._local_token_header()
 
     # -- the cluster ------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class ServeCluster:
         # MLflow resolves models:/ URIs against the process's registry, so the replicas get it too.
         env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
         env_vars["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        env_vars.update(self.environment)
         deployments = app.setdefault("deployments", [{"name": DEPLOYMENT_NAME}])
         ours = [d for d in deployments if d.get("name") == DEPLOYMENT_NAME]
         if not ours:
