@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -27,6 +28,7 @@ from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
 
+REPO = Path(__file__).resolve().parents[1]
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 
 
@@ -136,6 +138,25 @@ def postgres_database(postgres_available: None) -> Iterator[str]:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+@pytest.fixture
+def postgres_dagster_home(
+    postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A DAGSTER_HOME with the stack's dagster.yaml, its DAGSTER_PG_* set to the fresh database."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    for name, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_database,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return dagster_home
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -14,28 +13,13 @@ from bank_marketing.partitions import monthly_partitions
 from bank_marketing.runner import backfill_contacts, run_ingest
 from bank_marketing_tests.conftest import make_settings
 
-REPO = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.integration
 
 
 def test_backfill_of_all_months_on_a_postgres_instance(
-    postgres_database: str,
-    bank_full_path: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    postgres_database: str, postgres_dagster_home: Path, bank_full_path: Path, tmp_path: Path
 ) -> None:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    for name, value in {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
-    }.items():
-        monkeypatch.setenv(name, value)
+    dagster_home = postgres_dagster_home
     db_url = f"postgresql://postgres@127.0.0.1:5432/{postgres_database}"
     settings = make_settings(
         tmp_path / "home",

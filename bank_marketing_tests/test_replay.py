@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -16,27 +15,19 @@ from bank_marketing.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_a_short_replay_monitors_each_month_and_retrains_where_the_sensor_asks(
     postgres_database: str,
+    postgres_dagster_home: Path,
     bank_full_path: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    dagster_home = postgres_dagster_home
     db_url = f"postgresql://postgres@127.0.0.1:5432/{postgres_database}"
     home = tmp_path / "home"
     # The replay's training rounds rebuild the definitions from the environment.
     for name, value in {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
         "DAGSTER_HOME": str(dagster_home),
         "BANK_MARKETING_HOME": str(home),
         "BANK_MARKETING_SOURCE": str(bank_full_path),

@@ -3,7 +3,6 @@ run requests (partition keys, run keys) and cursors out."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from bank_marketing.serving.webhook import PATH, create_webhook_router
 NAN = float("nan")
 # The scenarios use the share rule at 0.5 and a cooldown of one month, so each rule shows alone.
 SCENARIO_POLICY = RetrainPolicy(drifted_share_threshold=0.5, cooldown_months=1)
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -520,20 +518,10 @@ def test_alert_months_are_read_from_labels_or_annotations() -> None:
 
 @pytest.mark.integration
 def test_sensors_on_the_stacks_postgres_instance_and_monitoring_schema(
-    postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_database: str, postgres_dagster_home: Path
 ) -> None:
     """Dagster storage and the alert table on PostgreSQL, configured as in the stack."""
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    for name, value in {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
-    }.items():
-        monkeypatch.setenv(name, value)
+    dagster_home = postgres_dagster_home
     url = f"postgresql://postgres@127.0.0.1:5432/{postgres_database}"
     monitoring_db = MonitoringDatabase(url=url, db_schema=alerts.POSTGRES_SCHEMA)
     app = FastAPI()
