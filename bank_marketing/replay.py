@@ -103,10 +103,8 @@ def replay(
 ) -> Replay:
     """Replay the months after ``first_as_of`` up to ``last_month`` (default: the last one)."""
     step = on_step or (lambda _: None)
-    keys = monthly_partitions.get_partition_keys()
-    last = last_month or keys[-1]
-    history = [key for key in keys if key <= first_as_of]
-    later = [key for key in keys if first_as_of < key <= last]
+    history = [key for key in monthly_partitions.get_partition_keys() if key <= first_as_of]
+    later = month_keys(first_as_of, last_month)
     result = Replay(first_as_of=first_as_of)
     sensors = SensorLoop(defs, instance)
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from bank_marketing.assets.training import champion_model
 from bank_marketing.resources import ServingCluster
+from bank_marketing.training import registry
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 
@@ -59,13 +60,17 @@ def production_deployment(
 
 def _champion_version(tracking_uri: str) -> str:
     try:
-        details = MlflowClient(tracking_uri).get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+        current = registry.champion_version(MlflowClient(tracking_uri))
     except MlflowException as error:
         raise dg.Failure(
-            f"no champion to serve: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not set at "
-            f"{tracking_uri} ({error.message}); train one first (training_job)"
+            f"cannot read models:/{MODEL_NAME}@{CHAMPION_ALIAS} at {tracking_uri}: {error.message}"
         ) from error
-    return str(details.version)
+    if current is None:
+        raise dg.Failure(
+            f"no champion to serve: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not set at "
+            f"{tracking_uri}; train one first (training_job)"
+        )
+    return str(current.version)
 
 
 def _check_version_exists(tracking_uri: str, version: str) -> None:
