@@ -1,0 +1,506 @@
+"""The bank-marketing Grafana dashboard, as code (grafana-foundation-sdk).
+
+``uv run python grafana/dashboard.py`` rewrites ``grafana/dashboards/bank-marketing.json``, the
+file Grafana's dashboard provider loads; the test suite checks that the committed file is what
+this module builds. Edit this module, never the JSON.
+
+Every panel reads one of the three provisioned PostgreSQL datasources (fixed uids, see
+``provisioning/datasources/``): the monitoring tables (schema ``monitoring``), MLflow's backend
+store and Dagster's run storage. Months are real dates on the time axis (the ``month`` DATE
+column, as midnight UTC), and the dashboard is in UTC so that a browser west of Greenwich does
+not show 2009-04 as the last evening of March.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any, Self
+
+from grafana_foundation_sdk.builders import barchart, common, dashboard, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as dashboard_models
+
+OUTPUT = Path(__file__).resolve().parent / "dashboards" / "bank-marketing.json"
+DASHBOARD_UID = "bank-marketing"
+POSTGRES_TYPE = "grafana-postgresql-datasource"
+MONITORING_UID = "bank-marketing-monitoring"
+MLFLOW_UID = "bank-marketing-mlflow"
+DAGSTER_UID = "bank-marketing-dagster"
+# The data's months are 2008-05..2010-11: open on all of them, with a month of margin on each
+# side so the first and last points are not drawn on the panel's edge. Later months (a live
+# deployment) are one click away in the time picker.
+TIME_FROM = "2008-04-01T00:00:00.000Z"
+TIME_TO = "2010-12-01T00:00:00.000Z"
+# Retrain when a month's prediction drift is above this (BANK_MARKETING_RETRAIN_PREDICTION_DRIFT,
+# and the alert rule in provisioning/alerting/).
+PREDICTION_DRIFT_THRESHOLD = 0.1
+# Evidently's DataDriftPreset calls a dataset drifted when this share of its inputs drifted.
+DATASET_DRIFT_SHARE = 0.5
+REGISTERED_MODEL = "bank-marketing"
+CHAMPION_ALIAS = "champion"
+# Panel ids are fixed: the alert rule links to the prediction drift panel by its id.
+PREDICTION_DRIFT_PANEL_ID = 1
+
+# A month (DATE) as a point in time: midnight UTC, whatever the session's time zone.
+MONTH_TIME = "month::timestamp AT TIME ZONE 'UTC' AS \"time\""
+
+
+class SqlQuery(cogvariants.Dataquery):
+    """A raw SQL query of Grafana's PostgreSQL datasource (the SDK has no type for it)."""
+
+    def __init__(self, ref_id: str, raw_sql: str, query_format: str, datasource_uid: str) -> None:
+        self.ref_id = ref_id
+        self.raw_sql = raw_sql
+        self.query_format = query_format
+        self.datasource_uid = datasource_uid
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "refId": self.ref_id,
+            "datasource": {"type": POSTGRES_TYPE, "uid": self.datasource_uid},
+            "editorMode": "code",
+            "format": self.query_format,
+            "rawQuery": True,
+            "rawSql": self.raw_sql,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(data["refId"], data["rawSql"], data["format"], data["datasource"]["uid"])
+
+
+class Sql(cogbuilder.Builder[SqlQuery]):
+    """Builds a :class:`SqlQuery`; ``time_series`` needs a ``time`` column, sorted."""
+
+    def __init__(self, datasource_uid: str, raw_sql: str, query_format: str = "time_series"):
+        sql = textwrap.dedent(raw_sql).strip()
+        self._internal = SqlQuery("A", sql, query_format, datasource_uid)
+
+    def build(self) -> SqlQuery:
+        return self._internal
+
+
+class BuiltInAnnotations:
+    """Grafana's own "Annotations & Alerts": alert state changes drawn on the linked panel.
+
+    The SDK's annotation type has no ``builtIn`` flag; without it Grafana adds a second copy.
+    """
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }
+
+
+class BuiltIn(cogbuilder.Builder[BuiltInAnnotations]):
+    def build(self) -> BuiltInAnnotations:
+        return BuiltInAnnotations()
+
+
+def datasource(uid: str) -> dashboard_models.DataSourceRef:
+    return dashboard_models.DataSourceRef(type_val=POSTGRES_TYPE, uid=uid)
+
+
+def position(x: int, y: int, w: int, h: int) -> dashboard_models.GridPos:
+    return dashboard_models.GridPos(x=x, y=y, w=w, h=h)
+
+
+def legend() -> common.VizLegendOptions:
+    return (
+        common.VizLegendOptions()
+        .show_legend(True)
+        .display_mode(common_models.LegendDisplayMode.LIST)
+        .placement(common_models.LegendPlacement.BOTTOM)
+    )
+
+
+def dashed(dash: list[float] | None = None) -> dashboard_models.DynamicConfigValue:
+    """A field override that draws the series as a dashed line: a threshold, not data."""
+    return dashboard_models.DynamicConfigValue(
+        id_val="custom.lineStyle", value={"fill": "dash", "dash": dash or [10, 10]}
+    )
+
+
+def fixed_color(color: str) -> dashboard_models.DynamicConfigValue:
+    return dashboard_models.DynamicConfigValue(
+        id_val="color", value={"mode": "fixed", "fixedColor": color}
+    )
+
+
+def monthly(
+    panel_id: int, title: str, description: str, uid: str, sql: str, grid: dashboard_models.GridPos
+) -> timeseries.Panel:
+    """A time series of one point per month: lines through visible points, no smoothing."""
+    return (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(datasource(uid))
+        .with_target(Sql(uid, sql))
+        .grid_pos(grid)
+        .line_width(2)
+        .show_points(common_models.VisibilityMode.ALWAYS)
+        .point_size(6)
+        .span_nulls(False)
+        .legend(legend())
+        .tooltip(common.VizTooltipOptions().mode(common_models.TooltipDisplayMode.MULTI))
+    )
+
+
+def prediction_drift_panel() -> timeseries.Panel:
+    return (
+        monthly(
+            PREDICTION_DRIFT_PANEL_ID,
+            "Prediction drift per month",
+            "Normalized Wasserstein distance between the month's predicted probabilities and "
+            "those of the champion's reference data. Above the dashed line "
+            f"({PREDICTION_DRIFT_THRESHOLD}) a retrain is requested (retrain_on_drift, and the "
+            "Grafana alert on the latest month).",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   prediction_drift AS "prediction drift"
+            FROM monitoring.drift_reports
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(0, 0, 12, 8),
+        )
+        .min(0)
+        .decimals(3)
+        .thresholds(
+            dashboard.ThresholdsConfig()
+            .mode(dashboard_models.ThresholdsMode.ABSOLUTE)
+            .steps(
+                [
+                    dashboard_models.Threshold(value=None, color="green"),
+                    dashboard_models.Threshold(value=PREDICTION_DRIFT_THRESHOLD, color="red"),
+                ]
+            )
+        )
+        .thresholds_style(
+            common.GraphThresholdsStyleConfig().mode(common_models.GraphTresholdsStyleMode.DASHED)
+        )
+        .color_scheme(
+            dashboard.FieldColor().mode(dashboard_models.FieldColorModeId.FIXED).fixed_color("blue")
+        )
+    )
+
+
+def alert_list_panel() -> dashboard.Panel:
+    return (
+        dashboard.Panel()
+        .type("alertlist")
+        .id(2)
+        .title("Alerts")
+        .description(
+            "Grafana-managed alert rules and their state. 'Prediction drift' fires for the "
+            "latest month when its report is fresh and above the threshold; its notification "
+            "goes to the retraining webhook."
+        )
+        .grid_pos(position(12, 0, 12, 8))
+        .options(
+            {
+                "viewMode": "list",
+                "groupMode": "default",
+                "groupBy": [],
+                "maxItems": 20,
+                "sortOrder": 3,  # importance: firing first
+                "dashboardAlerts": False,
+                "alertName": "",
+                "alertInstanceLabelFilter": "",
+                "showInstances": True,
+                "stateFilter": {
+                    "firing": True,
+                    "pending": True,
+                    "recovering": True,
+                    "noData": True,
+                    "normal": True,
+                    "error": True,
+                },
+            }
+        )
+    )
+
+
+def drifted_columns_panel() -> timeseries.Panel:
+    threshold = f"threshold ({DATASET_DRIFT_SHARE:g} of the inputs)"
+    return (
+        monthly(
+            3,
+            "Drifted input columns per month",
+            "Input columns whose distribution drifted from the champion's reference data "
+            "(Evidently, per-column tests). Dashed: the dataset-drift threshold, "
+            f"{DATASET_DRIFT_SHARE:g} of the inputs checked.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   drifted_columns AS "drifted columns",
+                   input_columns * {DATASET_DRIFT_SHARE} AS "{threshold}"
+            FROM monitoring.drift_reports
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(0, 8, 12, 8),
+        )
+        .min(0)
+        .decimals(0)
+        .override_by_name(threshold, [dashed(), fixed_color("red")])
+        .override_by_name("drifted columns", [fixed_color("orange")])
+    )
+
+
+def missing_values_panel() -> timeseries.Panel:
+    return (
+        monthly(
+            4,
+            "Share of missing values per month",
+            "Missing cells over all input cells of the month's contacts.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   missing_share AS "missing values"
+            FROM monitoring.drift_reports
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(12, 8, 12, 8),
+        )
+        .unit("percentunit")
+        .min(0)
+        .color_scheme(
+            dashboard.FieldColor()
+            .mode(dashboard_models.FieldColorModeId.FIXED)
+            .fixed_color("purple")
+        )
+    )
+
+
+def realized_roc_auc_panel() -> timeseries.Panel:
+    return (
+        monthly(
+            5,
+            "Realized ROC AUC per month",
+            "ROC AUC of the month's predictions against the outcomes, scored by the champion "
+            "that was live when the month arrived. Empty where a month has a single label.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   roc_auc AS "ROC AUC"
+            FROM monitoring.monthly_quality
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(0, 16, 12, 8),
+        )
+        .decimals(3)
+        .color_scheme(
+            dashboard.FieldColor()
+            .mode(dashboard_models.FieldColorModeId.FIXED)
+            .fixed_color("green")
+        )
+    )
+
+
+def subscription_panel() -> timeseries.Panel:
+    return (
+        monthly(
+            6,
+            "Subscription rate against mean predicted probability",
+            "The share of the month's contacts who subscribed, and the mean probability the "
+            "model gave them: apart, the model's calibration no longer fits the month.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   subscription_rate AS "subscription rate",
+                   mean_probability AS "mean predicted probability"
+            FROM monitoring.monthly_quality
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(12, 16, 12, 8),
+        )
+        .unit("percentunit")
+        .min(0)
+        .override_by_name("subscription rate", [fixed_color("green")])
+        .override_by_name("mean predicted probability", [fixed_color("blue")])
+    )
+
+
+def model_performance_panel() -> barchart.Panel:
+    return (
+        barchart.Panel()
+        .id(7)
+        .title("Model performance per registered version")
+        .description(
+            f"Train and validation ROC AUC of every version of the registered model "
+            f"'{REGISTERED_MODEL}' trained as of a month in the time range (MLflow). A wide gap "
+            f"is overfitting; '(champion)' marks the version the alias '{CHAMPION_ALIAS}' "
+            "points at."
+        )
+        .datasource(datasource(MLFLOW_UID))
+        .with_target(
+            Sql(
+                MLFLOW_UID,
+                f"""
+                SELECT 'v' || mv.version || ' ' || coalesce(family.value, '?')
+                         || ' as of ' || as_of.value
+                         || CASE WHEN champion.alias IS NULL THEN '' ELSE ' (champion)' END
+                         AS "version",
+                       train.value AS "train ROC AUC",
+                       validation.value AS "validation ROC AUC"
+                FROM model_versions AS mv
+                JOIN tags AS as_of ON as_of.run_uuid = mv.run_id AND as_of.key = 'as_of'
+                LEFT JOIN tags AS family ON family.run_uuid = mv.run_id AND family.key = 'family'
+                LEFT JOIN latest_metrics AS train
+                       ON train.run_uuid = mv.run_id AND train.key = 'train_roc_auc'
+                LEFT JOIN latest_metrics AS validation
+                       ON validation.run_uuid = mv.run_id AND validation.key = 'validation_roc_auc'
+                LEFT JOIN registered_model_aliases AS champion
+                       ON champion.name = mv.name AND champion.version = mv.version
+                      AND champion.alias = '{CHAMPION_ALIAS}'
+                WHERE mv.name = '{REGISTERED_MODEL}'
+                  AND to_date(as_of.value, 'YYYY-MM') BETWEEN $__timeFrom() AND $__timeTo()
+                ORDER BY mv.version
+                """,
+                query_format="table",
+            )
+        )
+        .grid_pos(position(0, 24, 24, 9))
+        .x_field("version")
+        .orientation(common_models.VizOrientation.VERTICAL)
+        .x_tick_label_rotation(-45)
+        .x_tick_label_max_length(40)
+        .show_value(common_models.VisibilityMode.NEVER)
+        .axis_soft_min(0.5)
+        .max(1)
+        .decimals(3)
+        .legend(legend())
+        .override_by_name("train ROC AUC", [fixed_color("light-blue")])
+        .override_by_name("validation ROC AUC", [fixed_color("dark-blue")])
+    )
+
+
+RUN_STATUS_COLORS = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "STARTED": "blue",
+    "STARTING": "blue",
+    "QUEUED": "text",
+    "NOT_STARTED": "text",
+    "CANCELING": "orange",
+    "CANCELED": "orange",
+}
+
+
+def pipeline_runs_panel() -> table.Panel:
+    status_mapping = dashboard_models.ValueMap(
+        options={
+            status: dashboard_models.ValueMappingResult(color=color, index=index)
+            for index, (status, color) in enumerate(RUN_STATUS_COLORS.items())
+        }
+    )
+    return (
+        table.Panel()
+        .id(8)
+        .title("Pipeline runs")
+        .description(
+            "Dagster runs, newest first (run storage): runs for a month in the time range, and "
+            "runs of no month (ingestion, deployments). 'trigger' names the sensor that asked."
+        )
+        .datasource(datasource(DAGSTER_UID))
+        .with_target(
+            Sql(
+                DAGSTER_UID,
+                r"""
+                SELECT r.pipeline_name AS "job",
+                       p.value AS "partition",
+                       r.status AS "status",
+                       t.value AS "trigger",
+                       to_timestamp(r.start_time) AS "start",
+                       r.end_time - r.start_time AS "duration"
+                FROM runs AS r
+                LEFT JOIN run_tags AS p ON p.run_id = r.run_id AND p.key = 'dagster/partition'
+                LEFT JOIN run_tags AS t ON t.run_id = r.run_id AND t.key = 'bank_marketing/trigger'
+                WHERE p.value IS NULL
+                   OR CASE WHEN p.value ~ '^\d{4}-\d{2}-\d{2}$' THEN p.value::date END
+                      BETWEEN $__timeFrom() AND $__timeTo()
+                ORDER BY r.create_timestamp DESC
+                LIMIT 500
+                """,
+                query_format="table",
+            )
+        )
+        .grid_pos(position(0, 33, 24, 10))
+        .show_header(True)
+        .override_by_name(
+            "status",
+            [
+                dashboard_models.DynamicConfigValue(id_val="mappings", value=[status_mapping]),
+                dashboard_models.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-text"}
+                ),
+            ],
+        )
+        .override_by_name(
+            "duration", [dashboard_models.DynamicConfigValue(id_val="unit", value="s")]
+        )
+    )
+
+
+def build() -> dashboard_models.Dashboard:
+    """The dashboard model: panels top to bottom as an operator reads them."""
+    builder = (
+        dashboard.Dashboard("Bank marketing: drift, quality and the retraining loop")
+        .uid(DASHBOARD_UID)
+        .description(
+            "Monthly monitoring of the bank-marketing model: drift, realized quality, the "
+            "registered versions and the pipeline runs that retrain and deploy them."
+        )
+        .tags(["bank-marketing", "mlops", "generated"])
+        .timezone("utc")
+        .time(TIME_FROM, TIME_TO)
+        .refresh("5m")
+        .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
+        .readonly()
+        .annotation(BuiltIn())
+    )
+    for panel in (
+        prediction_drift_panel(),
+        alert_list_panel(),
+        drifted_columns_panel(),
+        missing_values_panel(),
+        realized_roc_auc_panel(),
+        subscription_panel(),
+        model_performance_panel(),
+        pipeline_runs_panel(),
+    ):
+        builder = builder.with_panel(panel)
+    return builder.build()
+
+
+def render() -> str:
+    """The dashboard JSON, as committed: sorted keys, two-space indent, final newline."""
+    return json.dumps(json.loads(JSONEncoder().encode(build())), indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(render(), encoding="utf-8")
+    print(f"wrote {OUTPUT}")
+
+
+if __name__ == "__main__":
+    main()
