@@ -14,8 +14,10 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 PYTEST_ARGS ?=
+COMPOSE := docker compose -f docker/compose.yaml --env-file docker/.env
 
-.PHONY: help install run stop test test-unit test-integration dev serve try lint format bench clean
+.PHONY: help install run stop test test-unit test-integration dev serve try lint format bench clean \
+	up down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,6 +72,16 @@ bench: install ## Rerun the benchmarks (ingest, training, serving; needs wrk) an
 	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.training --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.serving --write BENCHMARKS.md
+
+up: docker/.env ## Start the full stack in Docker: Postgres, MLflow, Dagster, Ray Serve, Grafana (docker/README.md)
+	$(COMPOSE) up -d --build
+
+down: docker/.env ## Stop the full stack (its volumes stay; add -v by hand to delete them)
+	$(COMPOSE) down
+
+docker/.env:
+	@echo "docker/.env is missing: copy docker/.env.example to docker/.env and fill in its passwords and tokens" >&2
+	@exit 1
 
 clean: ## Delete the embedded state (Dagster, MLflow, monitoring DB, downloads)
 	rm -rf "$(BANK_MARKETING_HOME)"
