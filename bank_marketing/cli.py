@@ -332,6 +332,7 @@ def _baselines(settings: Settings, result) -> dict[str, dict[str, float]]:
         window=window.window_months,
         validation_share=window.validation_share,
         seed=seed,
+        split_by=window.split_by,
     )
     return {
         f"{FROZEN} (v{first.version})": baselines.frozen(first.pipeline, by_month, keys),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from bank_marketing.training.registry import Decision, decide, rank
+from bank_marketing.training.registry import Decision, comparison_rows, decide, rank
 from bank_marketing.training.tracking import CandidateRecord
 
 # Binary fractions, so "better by exactly the margin" is exact in floating point.
@@ -92,3 +93,56 @@ def _record(version: str, roc_auc: float) -> CandidateRecord:
 def test_rank_is_best_validation_roc_auc_first_ties_to_the_older_version() -> None:
     records = [_record("10", 0.8), _record("2", 0.7), _record("9", 0.8), _record("11", 0.9)]
     assert [record.model_version for record in rank(records)] == ["11", "9", "10", "2"]
+
+
+def _validation(rows_by_month: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """Validation rows: for each month, (no, yes) counts of labels."""
+    frames = [
+        pd.DataFrame(
+            {
+                "contact_month": pd.Timestamp(f"{month}-01"),
+                "y": ["no"] * no + ["yes"] * yes,
+            }
+        )
+        for month, (no, yes) in rows_by_month.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_champion_and_challenger_are_compared_on_months_the_champion_never_saw() -> None:
+    validation = _validation({"2009-04": (300, 30), "2009-05": (200, 25), "2009-06": (180, 40)})
+    rows, described = comparison_rows(validation, "2009-04", "3")
+    assert rows["contact_month"].min() == pd.Timestamp("2009-05-01")
+    assert len(rows) == 445
+    assert described == "445 validation rows from 2009-05..2009-06, after v3's as-of month 2009-04"
+
+
+@pytest.mark.parametrize(
+    ("later", "why"),
+    [
+        ({"2009-06": (150, 30)}, "only 180 are after"),  # too few rows
+        ({"2009-06": (400, 5)}, "(5 in the smaller class)"),  # too few subscribers
+        ({"2009-06": (400, 0)}, "(0 in the smaller class)"),  # one label
+    ],
+)
+def test_too_few_unseen_rows_fall_back_to_all_validation_rows_and_say_so(
+    later: dict[str, tuple[int, int]], why: str
+) -> None:
+    validation = _validation({"2009-04": (300, 30), **later})
+    rows, described = comparison_rows(validation, "2009-05", "3")
+    assert len(rows) == len(validation)
+    assert described.startswith(f"all {len(validation):,} validation rows: ")
+    assert why in described
+
+
+def test_without_a_champion_every_validation_row_is_compared() -> None:
+    validation = _validation({"2009-04": (300, 30)})
+    rows, described = comparison_rows(validation, None)
+    assert rows is validation and described == "all 330 validation rows"
+
+
+def test_the_floor_applies_to_the_whole_validation_score() -> None:
+    decision = _decide(challenger_roc_auc=0.9, challenger_validation_roc_auc=FLOOR - 0.01)
+    assert not decision.promoted and "below the floor" in decision.reason
+    decision = _decide(challenger_roc_auc=0.9, challenger_validation_roc_auc=FLOOR + 0.01)
+    assert decision.promoted and decision.compared_on in decision.reason

@@ -12,6 +12,7 @@ from bank_marketing.training.windows import (
     VALIDATION,
     TrainingDataError,
     assemble_window,
+    call_days,
     split_window,
     window_months,
 )
@@ -105,3 +106,42 @@ def test_a_split_that_would_leave_one_label_in_validation_is_refused(no: int, ye
     frame = pd.DataFrame({"y": ["no"] * no + ["yes"] * yes})
     with pytest.raises(TrainingDataError, match="too small to split"):
         split_window(frame, 0.2, 42, "w")
+
+
+def _calls(days: int, per_day: int = 10) -> pd.DataFrame:
+    """``per_day`` calls on each of ``days`` days of 2009, one in five subscribing."""
+    count = days * per_day
+    lines = pd.Index(range(2, 2 + count), name="line")
+    day_of = [i // per_day for i in range(count)]
+    return pd.DataFrame(
+        {
+            "contact_month": [pd.Timestamp(f"2009-{1 + d // 28:02d}-01") for d in day_of],
+            "day": [1 + d % 28 for d in day_of],
+            "y": ["yes" if i % 5 == 0 else "no" for i in range(count)],
+        },
+        lines,
+    )
+
+
+def test_split_by_day_keeps_each_days_calls_on_one_side() -> None:
+    frame = _calls(days=60)
+    split = split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))
+    pd.testing.assert_frame_equal(split.drop(columns="split"), frame)
+    sides = split.groupby(call_days(frame))["split"].nunique()
+    assert (sides == 1).all()
+    assert (split["split"] == VALIDATION).mean() == pytest.approx(0.2, abs=0.02)
+    share = split.groupby("split")["y"].apply(lambda y: (y == "yes").mean())
+    assert share[VALIDATION] == pytest.approx(0.2, abs=0.05)
+    again = split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))["split"]
+    assert again.equals(split["split"])
+
+
+def test_call_days_join_the_recovered_month_and_the_day() -> None:
+    frame = _calls(days=30, per_day=1)
+    assert call_days(frame).iloc[[0, 29]].tolist() == ["2009-01-01", "2009-02-02"]
+
+
+def test_split_by_day_needs_more_days_than_folds() -> None:
+    frame = _calls(days=4, per_day=20)
+    with pytest.raises(TrainingDataError, match=r"4 call day\(s\): too few"):
+        split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))

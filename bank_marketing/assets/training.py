@@ -25,6 +25,7 @@ from bank_marketing.training.windows import (
     VALIDATION,
     TrainingDataError,
     assemble_window,
+    call_days,
     describe,
     split_window,
     window_months,
@@ -77,6 +78,14 @@ class TrainingSetConfig(dg.Config):
         default=0.2, gt=0.0, lt=1.0, description="Share of the window held out for validation."
     )
     seed: int = Field(default=42, description="Seed of the stratified train/validation split.")
+    split_by: Literal["day", "row"] = Field(
+        default="day",
+        description="'day': all calls of one day go to the same side of the split. Calls of a "
+        "day share a campaign and an outcome rate, so a row split puts near-copies of training "
+        "rows into validation and rewards models that memorize dates (random forest: 0.93 "
+        "validation ROC AUC in a window, the worst of five on the month after). 'row': a plain "
+        "stratified row split.",
+    )
 
 
 def _contacts_by_month(
@@ -116,7 +125,13 @@ def training_set(
     window = describe(months)
     try:
         frame = assemble_window(_contacts_by_month(context, contacts), as_of, config.window_months)
-        split = split_window(frame, config.validation_share, config.seed, window)
+        split = split_window(
+            frame,
+            config.validation_share,
+            config.seed,
+            window,
+            groups=call_days(frame) if config.split_by == "day" else None,
+        )
         TrainingSet.validate(split)
     except (TrainingDataError, pa.errors.SchemaError) as error:
         yield dg.AssetCheckResult(
@@ -325,20 +340,29 @@ def champion_model(
     ranked = registry.rank(list(candidates_by_name.values()))
     registry.tag_staging(client, ranked, round_id=context.run.run_id)
     best = ranked[0]
-    challenger = registry.evaluate_version(best.model_version, validation)
     current = registry.champion_version(client)
+    compared, compared_on = registry.comparison_rows(
+        validation,
+        registry.trained_as_of(client, current) if current is not None else None,
+        current.version if current is not None else None,
+    )
+    challenger = registry.evaluate_version(best.model_version, validation, compared.index)
     incumbent = (
-        registry.evaluate_version(current.version, validation) if current is not None else None
+        registry.evaluate_version(current.version, validation, compared.index)
+        if current is not None
+        else None
     )
     decision = registry.decide(
         challenger_version=best.model_version,
-        challenger_roc_auc=challenger.roc_auc,
+        challenger_roc_auc=challenger.compared_roc_auc,
         challenger_problem=challenger.problem,
         champion_version=current.version if current is not None else None,
-        champion_roc_auc=incumbent.roc_auc if incumbent is not None else None,
+        champion_roc_auc=incumbent.compared_roc_auc if incumbent is not None else None,
         champion_problem=incumbent.problem if incumbent is not None else None,
         margin=config.margin,
         floor=config.roc_auc_floor,
+        compared_on=compared_on,
+        challenger_validation_roc_auc=challenger.roc_auc,
     )
     registry.apply(client, decision)
     live = challenger if decision.promoted else incumbent
@@ -353,6 +377,7 @@ def champion_model(
         "challenger_roc_auc": _number(decision.challenger_roc_auc),
         "previous_champion_version": decision.champion_version or "none",
         "previous_champion_roc_auc": _number(decision.champion_roc_auc),
+        "compared_on": compared_on,
         "ranking": dg.MetadataValue.md(
             pd.DataFrame(
                 [

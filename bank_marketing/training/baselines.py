@@ -20,6 +20,7 @@ from bank_marketing.training.windows import (
     VALIDATION,
     TrainingDataError,
     assemble_window,
+    call_days,
     describe,
     split_window,
     window_months,
@@ -27,8 +28,12 @@ from bank_marketing.training.windows import (
 
 
 def by_month(frame: pd.DataFrame, months: pd.Series) -> dict[str, pd.DataFrame]:
-    """Contacts keyed by partition key (``YYYY-MM-01``), from each row's recovered month."""
+    """Contacts keyed by partition key (``YYYY-MM-01``), from each row's recovered month.
+
+    Each month's frame has ``contact_month`` as the ``contacts`` asset's months do.
+    """
     keys = months.dt.strftime("%Y-%m-01")
+    frame = frame.assign(contact_month=months)
     return {key: part for key, part in frame.groupby(keys.to_numpy(), sort=True)}
 
 
@@ -56,12 +61,13 @@ def retrained_every_month(
     window: int,
     validation_share: float,
     seed: int,
+    split_by: str = "day",
     on_month: Callable[[str, float], None] | None = None,
 ) -> dict[str, float]:
     """Each month M scored by ``family`` trained on the ``window`` months up to M-1.
 
-    The window is split as a training round splits it (stratified, seeded), and the model fits
-    its train part; a window that cannot train a model scores NaN.
+    The window is split as a training round splits it (stratified, seeded, by ``split_by``), and
+    the model fits its train part; a window that cannot train a model scores NaN.
     """
     scores = {}
     for key in months:
@@ -70,7 +76,11 @@ def retrained_every_month(
         try:
             frame = assemble_window(history, as_of, window)
             split = split_window(
-                frame, validation_share, seed, describe(window_months(as_of, window))
+                frame,
+                validation_share,
+                seed,
+                describe(window_months(as_of, window)),
+                groups=call_days(frame) if split_by == "day" else None,
             )
         except TrainingDataError:
             scores[key] = math.nan

@@ -5,6 +5,12 @@ round by validation ROC AUC are tagged ``stage=staging``; the alias ``champion``
 round's best only if it passes the sanity floor and beats the current champion, scored on the
 same validation data, by more than a margin. The decision and both scores are written to the
 challenger's version tags whichever way it goes.
+
+Which validation rows the two are compared on matters: the champion was trained on an earlier
+window that overlaps this round's, and validation rows from the overlap come from the same days
+and campaigns it learned from, so on them it looks better than it will do on next month's calls.
+They are compared on the validation rows of the months after the champion's as-of month, which
+neither model has seen (see :func:`comparison_rows`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from bank_marketing.data.fields import LABEL
 from bank_marketing.training.features import labels
 from bank_marketing.training.metrics import classification_metrics
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord
@@ -40,6 +47,7 @@ class Decision:
     champion_roc_auc: float | None
     margin: float
     floor: float
+    compared_on: str = "this round's validation data"
 
     def as_tags(self) -> dict[str, str]:
         return {f"promotion_{key}": str(value) for key, value in asdict(self).items()}
@@ -55,8 +63,14 @@ def decide(
     champion_problem: str | None,
     margin: float,
     floor: float,
+    compared_on: str = "this round's validation data",
+    challenger_validation_roc_auc: float | None = None,
 ) -> Decision:
-    """The promotion rule, as a pure function of the two scores on the same validation data."""
+    """The promotion rule, as a pure function of the two scores on the same validation data.
+
+    The floor applies to the challenger's ROC AUC on all of the round's validation data
+    (``challenger_validation_roc_auc``, when it differs from the compared score).
+    """
 
     def verdict(promoted: bool, reason: str) -> Decision:
         return Decision(
@@ -68,16 +82,22 @@ def decide(
             champion_roc_auc=champion_roc_auc,
             margin=margin,
             floor=floor,
+            compared_on=compared_on,
         )
 
     if challenger_roc_auc is not None and not math.isfinite(challenger_roc_auc):
         challenger_problem = challenger_problem or f"ROC AUC is {challenger_roc_auc}"
     if challenger_problem is not None or challenger_roc_auc is None:
         return verdict(False, f"challenger v{challenger_version} is unusable: {challenger_problem}")
-    if challenger_roc_auc < floor:
+    whole = (
+        challenger_roc_auc
+        if challenger_validation_roc_auc is None
+        else challenger_validation_roc_auc
+    )
+    if whole < floor:
         return verdict(
             False,
-            f"challenger v{challenger_version} validation ROC AUC {challenger_roc_auc:.4f} is "
+            f"challenger v{challenger_version} validation ROC AUC {whole:.4f} is "
             f"below the floor {floor:.4f}",
         )
     if champion_version is None:
@@ -92,30 +112,90 @@ def decide(
         return verdict(
             True,
             f"challenger v{challenger_version} ROC AUC {challenger_roc_auc:.4f} beats champion "
-            f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f}",
+            f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f} on "
+            f"{compared_on}",
         )
     return verdict(
         False,
         f"challenger v{challenger_version} ROC AUC {challenger_roc_auc:.4f} does not beat champion "
-        f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f}: the champion stays",
+        f"v{champion_version} {champion_roc_auc:.4f} by more than {margin:.4f} on {compared_on}: "
+        f"the champion stays",
     )
+
+
+# Fewest rows, and fewest of each label, for a comparison on the champion's unseen months alone.
+MIN_UNSEEN_ROWS = 200
+MIN_UNSEEN_PER_LABEL = 20
+
+
+def comparison_rows(
+    validation: pd.DataFrame, champion_as_of: str | None, champion_version: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """The validation rows the challenger and the champion are compared on, and which they are.
+
+    The rows of months after ``champion_as_of`` (``YYYY-MM``), which the champion never saw, when
+    there are at least ``MIN_UNSEEN_ROWS`` of them with ``MIN_UNSEEN_PER_LABEL`` of each label;
+    otherwise all of ``validation``, and the description says why.
+    """
+    everything = f"all {len(validation):,} validation rows"
+    if champion_as_of is None:
+        return validation, everything
+    who = f"v{champion_version}" if champion_version else "the champion"
+    months = validation["contact_month"]
+    unseen = validation[months > pd.Timestamp(f"{champion_as_of}-01")]
+    counts = unseen[LABEL].value_counts()
+    if (
+        len(unseen) >= MIN_UNSEEN_ROWS
+        and len(counts) == 2
+        and int(counts.min()) >= MIN_UNSEEN_PER_LABEL
+    ):
+        first, last = unseen["contact_month"].min(), unseen["contact_month"].max()
+        return unseen, (
+            f"{len(unseen):,} validation rows from {first:%Y-%m}..{last:%Y-%m}, after "
+            f"{who}'s as-of month {champion_as_of}"
+        )
+    return validation, (
+        f"{everything}: only {len(unseen):,} are after {who}'s as-of month {champion_as_of} "
+        f"({int(counts.min()) if len(counts) == 2 else 0} in the smaller class), too few to "
+        f"compare on alone"
+    )
+
+
+def trained_as_of(client: MlflowClient, version: ModelVersion) -> str | None:
+    """The as-of month (``YYYY-MM``) of the round that trained ``version``, from its run's tags."""
+    if not version.run_id:
+        return None
+    try:
+        return client.get_run(version.run_id).data.tags.get("as_of")
+    except MlflowException:
+        return None
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A model version scored on labelled contacts, or why it could not be."""
+    """A model version scored on labelled contacts, or why it could not be.
+
+    ``metrics`` are on the whole frame; ``compared_roc_auc`` on the rows the promotion compares
+    on, when they are a subset (see :func:`comparison_rows`), else the same as ``roc_auc``.
+    """
 
     version: str
     metrics: dict[str, float] | None
     problem: str | None
+    compared_roc_auc: float | None = None
 
     @property
     def roc_auc(self) -> float | None:
         return None if self.metrics is None else self.metrics["roc_auc"]
 
 
-def evaluate_version(version: str, frame: pd.DataFrame) -> Evaluation:
-    """Load ``version`` from the registry and score it on ``frame``: finite, in [0, 1], metrics."""
+def evaluate_version(
+    version: str, frame: pd.DataFrame, compared: pd.Index | None = None
+) -> Evaluation:
+    """Load ``version`` from the registry and score it on ``frame``: finite, in [0, 1], metrics.
+
+    ``compared`` (a subset of ``frame``'s index) is also scored, for the promotion rule.
+    """
     try:
         model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
         probability = np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
@@ -125,7 +205,12 @@ def evaluate_version(version: str, frame: pd.DataFrame) -> Evaluation:
         return Evaluation(version, None, "probabilities are not all finite")
     if probability.min() < 0 or probability.max() > 1:
         return Evaluation(version, None, "probabilities fall outside [0, 1]")
-    return Evaluation(version, classification_metrics(labels(frame), probability), None)
+    metrics = classification_metrics(labels(frame), probability)
+    if compared is None:
+        return Evaluation(version, metrics, None, metrics["roc_auc"])
+    subset = frame.index.isin(compared)
+    compared_metrics = classification_metrics(labels(frame[subset]), probability[subset])
+    return Evaluation(version, metrics, None, compared_metrics["roc_auc"])
 
 
 def champion_version(client: MlflowClient) -> ModelVersion | None:

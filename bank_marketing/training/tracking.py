@@ -33,6 +33,7 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.StratifiedKFold",  # the SVC calibration's shuffled folds
 ]
 REFERENCE_ARTIFACT = "reference/validation.parquet"
 INPUT_EXAMPLE_ROWS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from bank_marketing.data.fields import LABEL
 
@@ -44,12 +44,26 @@ def assemble_window(
     return pd.concat(frames).sort_index()
 
 
+def call_days(frame: pd.DataFrame) -> pd.Series:
+    """Each contact's call day (``YYYY-MM-DD``), from its recovered month and its ``day``."""
+    return frame["contact_month"].dt.strftime("%Y-%m-") + frame["day"].astype(int).map(
+        "{:02d}".format
+    )
+
+
 def split_window(
-    frame: pd.DataFrame, validation_share: float, seed: int, where: str
+    frame: pd.DataFrame,
+    validation_share: float,
+    seed: int,
+    where: str,
+    groups: pd.Series | None = None,
 ) -> pd.DataFrame:
     """``frame`` with a ``split`` column, stratified by the label and seeded.
 
-    Raises :class:`TrainingDataError` naming the window when it cannot train a model.
+    With ``groups`` (e.g. :func:`call_days`), rows of one group all land on the same side: a
+    stratified group split into ``round(1 / validation_share)`` folds, the first of which is the
+    validation part, so its share is the nearest ``1/k``. Raises :class:`TrainingDataError`
+    naming the window when it cannot train a model.
     """
     counts = frame[LABEL].value_counts()
     if frame.empty:
@@ -65,12 +79,23 @@ def split_window(
             f"training window {where} is too small to split ({len(frame)} rows, "
             f"{smallest} in the smaller class); widen the window"
         )
-    train_index, _ = train_test_split(
-        frame.index,
-        test_size=validation_share,
-        stratify=frame[LABEL],
-        random_state=seed,
-    )
+    if groups is None:
+        train_index, _ = train_test_split(
+            frame.index,
+            test_size=validation_share,
+            stratify=frame[LABEL],
+            random_state=seed,
+        )
+    else:
+        folds = max(2, round(1 / validation_share))
+        if groups.nunique() < folds:
+            raise TrainingDataError(
+                f"training window {where} has {groups.nunique()} call day(s): too few to hold "
+                f"whole days out for validation ({folds} needed); widen the window"
+            )
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        train_positions, _ = next(splitter.split(frame, frame[LABEL], groups.to_numpy()))
+        train_index = frame.index[train_positions]
     split = pd.Series(VALIDATION, index=frame.index)
     split[train_index] = TRAIN
     labels_per_split = frame[LABEL].groupby(split).nunique()
