@@ -1,10 +1,11 @@
 """Grafana alerts that reached the webhook, kept in the monitoring database (SQLAlchemy Core).
 
-``grafana_alerts`` holds one row per alert instance: Grafana's ``fingerprint`` (a hash of the
-alert's labels) and ``startsAt`` identify it, so a notification repeated by Grafana, or posted
-twice, is stored once. Rows are never deleted; their ``id`` is the arrival order that the
-``retrain_on_grafana_alert`` sensor follows with its cursor. A later ``resolved`` notification
-only records when the alert ended. Imports nothing from Dagster: the webhook serves it alone.
+``grafana_alerts`` (in ``store``, with the other monitoring tables) holds one row per alert
+instance: Grafana's ``fingerprint`` (a hash of the alert's labels) and ``startsAt`` identify it,
+so a notification repeated by Grafana, or posted twice, is stored once. Rows are never deleted;
+their ``id`` is the arrival order that the ``retrain_on_grafana_alert`` sensor follows with its
+cursor. A later ``resolved`` notification only records when the alert ended. Imports nothing from
+Dagster: the webhook serves it alone.
 """
 
 from __future__ import annotations
@@ -18,35 +19,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-# The schema the monitoring tables live in on PostgreSQL (SQLite has none).
-POSTGRES_SCHEMA = "monitoring"
+from bank_marketing import store
+from bank_marketing.store import grafana_alerts
+
 FIRING = "firing"
 RESOLVED = "resolved"
 # The label (or annotation) through which an alert rule names the month it is about.
 MONTH_KEY = "month"
-
-metadata = sa.MetaData()
-
-grafana_alerts = sa.Table(
-    "grafana_alerts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, comment="Arrival order."),
-    sa.Column("fingerprint", sa.String(128), nullable=False, comment="Grafana's labels hash."),
-    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False, comment="UTC."),
-    sa.Column("status", sa.String(16), nullable=False, comment="Status when first received."),
-    sa.Column("alertname", sa.Text, nullable=True),
-    sa.Column("month", sa.String(7), nullable=True, comment="YYYY-MM the alert names, if any."),
-    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=True, comment="UTC; unset: open."),
-    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("labels", sa.JSON, nullable=False),
-    sa.Column("annotations", sa.JSON, nullable=False),
-    sa.Column("trigger_values", sa.JSON, nullable=True, comment="Grafana's 'values'."),
-    sa.Column("generator_url", sa.Text, nullable=True),
-    sa.Column("receiver", sa.Text, nullable=True),
-    sa.Column("group_key", sa.Text, nullable=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("fingerprint", "starts_at", name="grafana_alerts_fingerprint_starts_at"),
-)
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{2})(?:$|-|T|\s)")
@@ -94,20 +73,8 @@ class StoredAlert:
 
 
 def engine_for(url: str) -> sa.Engine:
-    """An engine on the monitoring database; on PostgreSQL its tables are in ``monitoring``."""
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(schema_translate_map={None: POSTGRES_SCHEMA})
-    return engine
-
-
-def create_tables(engine: sa.Engine) -> None:
-    """Create the schema the engine translates to (if any) and the alert table."""
-    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-    with engine.begin() as connection:
-        if schema:
-            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        metadata.create_all(connection)
+    """An engine on the monitoring database with its tables; on PostgreSQL in ``monitoring``."""
+    return store.connect(url)
 
 
 def month_named(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:

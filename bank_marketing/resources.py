@@ -42,7 +42,8 @@ class MonitoringDatabase(dg.ConfigurableResource):
     url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///monitoring.db or postgresql://...")
     db_schema: str | None = Field(
         default=None,
-        description="Database schema for the tables (Postgres: 'monitoring'); None for SQLite.",
+        description="Database schema for the tables; None: 'monitoring' on PostgreSQL, none on "
+        "SQLite.",
     )
     reports_dir: str | None = Field(
         default=None,
@@ -53,13 +54,8 @@ class MonitoringDatabase(dg.ConfigurableResource):
     @contextmanager
     def engine(self) -> Iterator[sa.Engine]:
         """An engine whose tables exist, disposed of on exit."""
-        engine = sa.create_engine(self.url)
+        engine = store.connect(self.url, self.db_schema)
         try:
-            if self.db_schema:
-                with engine.begin() as connection:
-                    connection.execute(sa.schema.CreateSchema(self.db_schema, if_not_exists=True))
-                engine = engine.execution_options(schema_translate_map={None: self.db_schema})
-            store.create_tables(engine)
             yield engine
         finally:
             engine.dispose()

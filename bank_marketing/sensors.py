@@ -311,7 +311,6 @@ def retrain_on_grafana_alert(
 ) -> dg.SensorResult:
     after = _after(context.cursor)
     with monitoring_db.engine() as engine:
-        alerts.create_tables(engine)
         stored = alerts.alerts_after(engine, after, limit=BATCH)
     if not stored:
         return dg.SensorResult(

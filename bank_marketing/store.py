@@ -28,8 +28,31 @@ contact_rejects = sa.Table(
 )
 
 
+# The schema the monitoring tables live in on PostgreSQL (SQLite has none).
+POSTGRES_SCHEMA = "monitoring"
+
+
 def create_tables(engine: sa.Engine) -> None:
-    metadata.create_all(engine)
+    """Create the schema the engine translates to (if any) and every monitoring table."""
+    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+    with engine.begin() as connection:
+        if schema:
+            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        metadata.create_all(connection)
+
+
+def connect(url: str, schema: str | None = None) -> sa.Engine:
+    """An engine on the monitoring database whose tables exist.
+
+    The tables go into ``schema``; on PostgreSQL without one, into ``monitoring``.
+    """
+    engine = sa.create_engine(url)
+    if schema is None and engine.dialect.name == "postgresql":
+        schema = POSTGRES_SCHEMA
+    if schema:
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    create_tables(engine)
+    return engine
 
 
 def replace_rejects(
@@ -173,3 +196,27 @@ def read_drift_reports(engine: sa.Engine, month: date | None = None) -> pd.DataF
 
 def read_monthly_quality(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
     return _read(engine, monthly_quality, month, "month")
+
+
+# Grafana alerts that reached the webhook (see ``bank_marketing.alerts``).
+
+grafana_alerts = sa.Table(
+    "grafana_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, comment="Arrival order."),
+    sa.Column("fingerprint", sa.String(128), nullable=False, comment="Grafana's labels hash."),
+    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False, comment="UTC."),
+    sa.Column("status", sa.String(16), nullable=False, comment="Status when first received."),
+    sa.Column("alertname", sa.Text, nullable=True),
+    sa.Column("month", sa.String(7), nullable=True, comment="YYYY-MM the alert names, if any."),
+    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=True, comment="UTC; unset: open."),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("annotations", sa.JSON, nullable=False),
+    sa.Column("trigger_values", sa.JSON, nullable=True, comment="Grafana's 'values'."),
+    sa.Column("generator_url", sa.Text, nullable=True),
+    sa.Column("receiver", sa.Text, nullable=True),
+    sa.Column("group_key", sa.Text, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("fingerprint", "starts_at", name="grafana_alerts_fingerprint_starts_at"),
+)

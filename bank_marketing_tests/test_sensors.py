@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bank_marketing import alerts
+from bank_marketing import alerts, store
 from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import MonitoringDatabase
 from bank_marketing.sensors import (
@@ -523,7 +523,7 @@ def test_sensors_on_the_stacks_postgres_instance_and_monitoring_schema(
     """Dagster storage and the alert table on PostgreSQL, configured as in the stack."""
     dagster_home = postgres_dagster_home
     url = f"postgresql://postgres@127.0.0.1:5432/{postgres_database}"
-    monitoring_db = MonitoringDatabase(url=url, db_schema=alerts.POSTGRES_SCHEMA)
+    monitoring_db = MonitoringDatabase(url=url, db_schema=store.POSTGRES_SCHEMA)
     app = FastAPI()
     app.include_router(create_webhook_router(url, "token"))
     webhook = TestClient(app)

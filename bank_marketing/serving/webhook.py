@@ -115,9 +115,7 @@ class AlertInbox:
     def engine(self) -> sa.Engine:
         with self._lock:
             if self._engine is None:
-                engine = alerts.engine_for(self.db_url)
-                alerts.create_tables(engine)
-                self._engine = engine
+                self._engine = alerts.engine_for(self.db_url)
             return self._engine
 
     def store(self, notification: GrafanaNotification) -> alerts.Stored:
