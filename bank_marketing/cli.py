@@ -288,7 +288,9 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, result, *, baselines: bool) -> int:
     from bank_marketing import replay_report
 
-    scores = _baselines(settings, result) if baselines else {}
+    if baselines:
+        print("Scoring the baselines (frozen first champion; retrained every month)...", flush=True)
+    scores = replay_report.baselines(settings, result) if baselines else {}
     months = replay_report.frame(result, scores)
     print(replay_report.table(months))
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -300,44 +302,6 @@ def _report(settings: Settings, result, *, baselines: bool) -> int:
         print(f"plot: {png}")
     print(replay_report.summary(result, scores))
     return 0
-
-
-def _baselines(settings: Settings, result) -> dict[str, dict[str, float]]:
-    """The first champion frozen, and its family retrained every month, on the same months."""
-    from mlflow import MlflowClient
-
-    from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-    from bank_marketing.data.months import recover_months
-    from bank_marketing.data.source import load_contacts
-    from bank_marketing.replay_report import FROZEN, MONTHLY
-    from bank_marketing.serving.model import load_version
-    from bank_marketing.training import baselines
-    from bank_marketing.training.features import DEFAULT_INPUTS
-
-    print("Scoring the baselines (frozen first champion; retrained every month)...", flush=True)
-    contacts = load_contacts(settings.source, settings.cache_dir).frame
-    by_month = baselines.by_month(contacts, recover_months(contacts["month"]))
-    keys = [f"{m.month}-01" for m in result.months]
-    first = load_version(MlflowClient(settings.mlflow_tracking_uri), result.first_champion)
-    params = CANDIDATE_CONFIGS[first.family]().model_dump()
-    seed = params.pop("seed")
-    params.pop("max_train_rows", None)
-    window = TrainingSetConfig()
-    monthly = baselines.retrained_every_month(
-        by_month,
-        keys,
-        family=first.family,
-        params=params,
-        inputs=first.inputs or DEFAULT_INPUTS,
-        window=window.window_months,
-        validation_share=window.validation_share,
-        seed=seed,
-        split_by=window.split_by,
-    )
-    return {
-        f"{FROZEN} (v{first.version})": baselines.frozen(first.pipeline, by_month, keys),
-        f"{first.family} {MONTHLY}": monthly,
-    }
 
 
 def _deploy(defs, instance, version: str | None) -> int:

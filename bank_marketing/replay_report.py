@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bank_marketing.replay import Replay
+from bank_marketing.settings import Settings
 from bank_marketing.training.baselines import mean_score
 
 LOOP = "closed loop"
@@ -36,6 +37,42 @@ def frame(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]:
+    """The first champion frozen, and its family retrained every month, on the same months."""
+    from mlflow import MlflowClient
+
+    from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+    from bank_marketing.data.months import recover_months
+    from bank_marketing.data.source import load_contacts
+    from bank_marketing.serving.model import load_version
+    from bank_marketing.training import baselines as month_ahead
+    from bank_marketing.training.features import DEFAULT_INPUTS
+
+    contacts = load_contacts(settings.source, settings.cache_dir).frame
+    by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
+    keys = [f"{m.month}-01" for m in replay.months]
+    first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
+    params = CANDIDATE_CONFIGS[first.family]().model_dump()
+    seed = params.pop("seed")
+    params.pop("max_train_rows", None)
+    window = TrainingSetConfig()
+    monthly = month_ahead.retrained_every_month(
+        by_month,
+        keys,
+        family=first.family,
+        params=params,
+        inputs=first.inputs or DEFAULT_INPUTS,
+        window=window.window_months,
+        validation_share=window.validation_share,
+        seed=seed,
+        split_by=window.split_by,
+    )
+    return {
+        f"{FROZEN} (v{first.version})": month_ahead.frozen(first.pipeline, by_month, keys),
+        f"{first.family} {MONTHLY}": monthly,
+    }
 
 
 def table(months: pd.DataFrame) -> str:
