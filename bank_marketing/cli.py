@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -111,8 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _environment(settings: Settings) -> None:
     settings.prepare()
-    # MLflow's INFO lines (requirements export, store migrations) drown the command's own output.
+    # MLflow's INFO lines (requirements export, store migrations) drown the command's own output,
+    # and so do its download progress bars (one per model loaded) under the command's own bar.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Every model's conda.yaml lists pip without a version: uv environments have no pip, and the
+    # models are served from this lock, not from conda. One warning per model says only that.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The Dagster UI (make dev) reads the same instance through DAGSTER_HOME.
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)

@@ -43,6 +43,7 @@ contacts_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(contacts),
     description="Validate one month of contacts from raw_contacts.",
 )
+JOB_TAG = "bank_marketing/job"
 training_selection = dg.AssetSelection.assets(training_set, *candidates, champion_model)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -51,6 +52,9 @@ with warnings.catch_warnings():
         selection=training_selection,
         description="Train the five candidates as of a month, in parallel, and promote a champion.",
         executor_def=dg.multiprocess_executor.configured({"max_concurrent": TRAINING_CONCURRENCY}),
+        # The stack's run queue (dagster.yaml) runs one training round at a time by this tag:
+        # two rounds promoting at once would each compare with the same champion.
+        tags={JOB_TAG: "training"},
         hooks={end_mlflow_on_run_finished},
     )
     evaluation_job = dg.define_asset_job(

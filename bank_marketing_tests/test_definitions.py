@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
+import yaml
 
 from bank_marketing.definitions import defs
 from bank_marketing.partitions import monthly_partitions
+from bank_marketing_tests.conftest import REPO
 
 
 def test_definitions_load() -> None:
@@ -61,3 +63,22 @@ def test_thirty_one_monthly_partitions() -> None:
     assert len(keys) == 31
     assert keys[0] == "2008-05-01" and keys[-1] == "2010-11-01"
     assert "2008-09-01" in keys
+
+
+def test_the_stacks_run_queue_runs_one_training_round_at_a_time() -> None:
+    # Two rounds promoting at once would compare with the same champion; dagster.yaml limits
+    # training runs by a tag that training_job must carry.
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    job_tags = defs.resolve_job_def("training_job").tags
+    training = [
+        limit
+        for limit in limits
+        if limit["key"] in job_tags and limit.get("value") == job_tags[limit["key"]]
+    ]
+    assert [limit["limit"] for limit in training] == [1]
+    for other in ("monitoring_job", "contacts_job", "deployment_job"):
+        assert not any(
+            defs.resolve_job_def(other).tags.get(limit["key"]) == limit["value"]
+            for limit in training
+        )

@@ -749,6 +749,7 @@ def test_dagster_webserver_serves_the_code_location_on_the_stack_instance(
     limits = yaml.safe_load(instance["runQueueConfig"]["tagConcurrencyLimitsYaml"])
     one_run_per_month = {"applyLimitPerUniqueValue": True}
     assert {"key": "dagster/partition", "value": one_run_per_month, "limit": 1} in limits
+    assert {"key": "bank_marketing/job", "value": "training", "limit": 1} in limits
 
 
 @pytest.mark.integration
