@@ -17,7 +17,6 @@ from bank_marketing.training.windows import (
     TRAIN,
     VALIDATION,
     assemble_window,
-    call_days,
     split_window,
 )
 
@@ -30,7 +29,7 @@ def window(bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory) -> pd
     frame = load_contacts(str(bank_full_path), tmp_path_factory.mktemp("cache")).frame
     months = by_month(frame, recover_months(frame["month"]))
     window = assemble_window(months, AS_OF, 12)
-    return split_window(window, 0.2, 42, "2009-07..2010-06", groups=call_days(window))
+    return split_window(window, 0.2, 42, "2009-07..2010-06", by="day")
 
 
 @pytest.mark.parametrize("family", list(CANDIDATE_CONFIGS))

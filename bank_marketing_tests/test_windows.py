@@ -125,14 +125,14 @@ def _calls(days: int, per_day: int = 10) -> pd.DataFrame:
 
 def test_split_by_day_keeps_each_days_calls_on_one_side() -> None:
     frame = _calls(days=60)
-    split = split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))
+    split = split_window(frame, 0.2, 42, WHERE, by="day")
     pd.testing.assert_frame_equal(split.drop(columns="split"), frame)
     sides = split.groupby(call_days(frame))["split"].nunique()
     assert (sides == 1).all()
     assert (split["split"] == VALIDATION).mean() == pytest.approx(0.2, abs=0.02)
     share = split.groupby("split")["y"].apply(lambda y: (y == "yes").mean())
     assert share[VALIDATION] == pytest.approx(0.2, abs=0.05)
-    again = split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))["split"]
+    again = split_window(frame, 0.2, 42, WHERE, by="day")["split"]
     assert again.equals(split["split"])
 
 
@@ -144,4 +144,9 @@ def test_call_days_join_the_recovered_month_and_the_day() -> None:
 def test_split_by_day_needs_more_days_than_folds() -> None:
     frame = _calls(days=4, per_day=20)
     with pytest.raises(TrainingDataError, match=r"4 call day\(s\): too few"):
-        split_window(frame, 0.2, 42, WHERE, groups=call_days(frame))
+        split_window(frame, 0.2, 42, WHERE, by="day")
+
+
+def test_split_by_anything_but_day_or_row_is_refused() -> None:
+    with pytest.raises(ValueError, match="'day' or 'row', not 'month'"):
+        split_window(_calls(days=60), 0.2, 42, WHERE, by="month")

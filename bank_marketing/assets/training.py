@@ -25,7 +25,6 @@ from bank_marketing.training.windows import (
     VALIDATION,
     TrainingDataError,
     assemble_window,
-    call_days,
     describe,
     split_window,
     window_months,
@@ -130,7 +129,7 @@ def training_set(
             config.validation_share,
             config.seed,
             window,
-            groups=call_days(frame) if config.split_by == "day" else None,
+            by=config.split_by,
         )
         TrainingSet.validate(split)
     except (TrainingDataError, pa.errors.SchemaError) as error:

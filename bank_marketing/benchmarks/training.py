@@ -35,7 +35,6 @@ from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.windows import (
     TRAIN,
     assemble_window,
-    call_days,
     describe,
     split_window,
     window_months,
@@ -119,7 +118,7 @@ def main() -> int:
         defaults.validation_share,
         defaults.seed,
         where,
-        groups=call_days(window) if defaults.split_by == "day" else None,
+        by=defaults.split_by,
     )
     print(f"as of 2009-06 ({len(window)} contacts):")
     windowed = _families(

@@ -20,7 +20,6 @@ from bank_marketing.training.windows import (
     VALIDATION,
     TrainingDataError,
     assemble_window,
-    call_days,
     describe,
     split_window,
     window_months,
@@ -80,7 +79,7 @@ def retrained_every_month(
                 validation_share,
                 seed,
                 describe(window_months(as_of, window)),
-                groups=call_days(frame) if split_by == "day" else None,
+                by=split_by,
             )
         except TrainingDataError:
             scores[key] = math.nan

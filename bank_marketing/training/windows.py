@@ -56,14 +56,14 @@ def split_window(
     validation_share: float,
     seed: int,
     where: str,
-    groups: pd.Series | None = None,
+    by: str = "row",
 ) -> pd.DataFrame:
     """``frame`` with a ``split`` column, stratified by the label and seeded.
 
-    With ``groups`` (e.g. :func:`call_days`), rows of one group all land on the same side: a
+    ``by="day"``: all calls of a day (:func:`call_days`) land on the same side, through a
     stratified group split into ``round(1 / validation_share)`` folds, the first of which is the
-    validation part, so its share is the nearest ``1/k``. Raises :class:`TrainingDataError`
-    naming the window when it cannot train a model.
+    validation part, so its share is the nearest ``1/k``. ``by="row"``: a plain row split.
+    Raises :class:`TrainingDataError` naming the window when it cannot train a model.
     """
     counts = frame[LABEL].value_counts()
     if frame.empty:
@@ -79,7 +79,9 @@ def split_window(
             f"training window {where} is too small to split ({len(frame)} rows, "
             f"{smallest} in the smaller class); widen the window"
         )
-    if groups is None:
+    if by not in ("day", "row"):
+        raise ValueError(f"split by 'day' or 'row', not {by!r}")
+    if by == "row":
         train_index, _ = train_test_split(
             frame.index,
             test_size=validation_share,
@@ -87,6 +89,7 @@ def split_window(
             random_state=seed,
         )
     else:
+        groups = call_days(frame)
         folds = max(2, round(1 / validation_share))
         if groups.nunique() < folds:
             raise TrainingDataError(
