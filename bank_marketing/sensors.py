@@ -209,12 +209,7 @@ class _Retrains:
             )
         if self.requests:
             return dg.SensorResult(run_requests=self.requests, cursor=cursor)
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(
-                f"{seen} new event(s), no retrain: " + "; ".join(self.skipped)
-            ),
-            cursor=cursor,
-        )
+        return _skip(f"{seen} new event(s), no retrain: " + "; ".join(self.skipped), cursor)
 
 
 def _last_training_month(instance: dg.DagsterInstance) -> str | None:
@@ -228,6 +223,11 @@ def _last_training_month(instance: dg.DagsterInstance) -> str | None:
         if PARTITION_TAG in run.tags and run.status not in NOT_RETRAINING
     ]
     return max(months, default=None)
+
+
+def _skip(reason: str, cursor: str | None) -> dg.SensorResult:
+    """A tick that requests nothing, says why, and moves the cursor to ``cursor``."""
+    return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
 
 
 def _after(cursor: str | None) -> int:
@@ -263,11 +263,9 @@ def retrain_on_drift(
 ) -> dg.SensorResult:
     records = _new_materializations(context, DRIFT_REPORT)
     if not records:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(
-                f"no drift_report materialized after storage id {_after(context.cursor)}"
-            ),
-            cursor=context.cursor,
+        return _skip(
+            f"no drift_report materialized after storage id {_after(context.cursor)}",
+            context.cursor,
         )
     retrains = _Retrains(context.instance, retrain_policy, trigger="retrain_on_drift")
     for record in records:
@@ -313,10 +311,7 @@ def retrain_on_grafana_alert(
     with monitoring_db.engine() as engine:
         stored = alerts.alerts_after(engine, after, limit=BATCH)
     if not stored:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(f"no Grafana alert stored after id {after}"),
-            cursor=context.cursor,
-        )
+        return _skip(f"no Grafana alert stored after id {after}", context.cursor)
     partitions = set(monthly_partitions.get_partition_keys())
     latest = max(context.instance.get_materialized_partitions(DRIFT_REPORT), default=None)
     retrains = _Retrains(context.instance, retrain_policy, trigger="retrain_on_grafana_alert")
@@ -358,11 +353,9 @@ def retrain_on_grafana_alert(
 def deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     records = _new_materializations(context, CHAMPION_MODEL)
     if not records:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(
-                f"no champion_model materialized after storage id {_after(context.cursor)}"
-            ),
-            cursor=context.cursor,
+        return _skip(
+            f"no champion_model materialized after storage id {_after(context.cursor)}",
+            context.cursor,
         )
     cursor = str(records[-1].storage_id)
     changes = []
@@ -373,11 +366,9 @@ def deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if metadata.get("promoted") is True and version not in ("none", previous):
             changes.append((record, version, previous))
     if not changes:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(
-                f"{len(records)} new champion_model materialization(s), none changed the champion"
-            ),
-            cursor=cursor,
+        return _skip(
+            f"{len(records)} new champion_model materialization(s), none changed the champion",
+            cursor,
         )
     # Only the newest champion is worth rolling out; the job serves the alias anyway.
     record, version, previous = changes[-1]
