@@ -19,7 +19,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bank_marketing import store
 from bank_marketing.store import grafana_alerts
 
 FIRING = "firing"
@@ -70,11 +69,6 @@ class StoredAlert:
     alertname: str | None
     month: str | None
     labels: dict[str, str]
-
-
-def engine_for(url: str) -> sa.Engine:
-    """An engine on the monitoring database with its tables; on PostgreSQL in ``monitoring``."""
-    return store.connect(url)
 
 
 def month_named(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:

@@ -92,7 +92,7 @@ def client(db_url: str) -> TestClient:
 
 
 def stored_rows(db_url: str) -> list[dict[str, Any]]:
-    engine = alerts.engine_for(db_url)
+    engine = store.connect(db_url)
     try:
         if not sa.inspect(engine).has_table("grafana_alerts"):
             return []
@@ -181,7 +181,7 @@ def test_missing_or_wrong_token_is_401_and_stores_nothing(
     assert response.headers["www-authenticate"] == "Bearer"
     assert TOKEN_VARIABLE in response.json()["detail"]
     assert TOKEN not in response.text
-    engine = sa.create_engine(db_url)  # a plain engine: alerts.engine_for would create the table
+    engine = sa.create_engine(db_url)  # a plain engine: store.connect would create the table
     try:
         assert not sa.inspect(engine).has_table("grafana_alerts")
     finally:
@@ -342,7 +342,7 @@ def test_alerts_are_stored_once_in_the_monitoring_schema_on_postgres(
         assert count == 2
     finally:
         engine.dispose()
-    engine = alerts.engine_for(url)
+    engine = store.connect(url)
     try:
         stored = alerts.alerts_after(engine, 0)
     finally:

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from bank_marketing import alerts
+from bank_marketing import alerts, store
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"
@@ -115,7 +115,7 @@ class AlertInbox:
     def engine(self) -> sa.Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = alerts.engine_for(self.db_url)
+                self._engine = store.connect(self.db_url)
             return self._engine
 
     def store(self, notification: GrafanaNotification) -> alerts.Stored:
