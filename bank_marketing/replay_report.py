@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -75,27 +76,33 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     }
 
 
+HEADERS = [
+    "month", "rows", "subscribed", "prediction drift", "drifted columns", "retrained", "champion",
+]  # fmt: skip
+
+
+def cells(row: Mapping[str, Any]) -> list[str]:
+    """One month of :func:`frame` as text, up to the loop's ROC AUC (the last cell)."""
+    champion = f"v{row['scored_by']}"
+    if row["retrained"]:
+        champion += f" -> v{row['champion_after']}"
+    return [
+        str(row["month"]),
+        str(row["rows"]),
+        _share(row["subscription_rate"]),
+        number(row["prediction_drift"]),
+        str(row["drifted_columns"]),
+        "yes" if row["retrained"] else "",
+        champion,
+        number(row["roc_auc"]),
+    ]
+
+
 def table(months: pd.DataFrame) -> str:
     from tabulate import tabulate
 
-    shown = [
-        (
-            row.month,
-            row.rows,
-            _share(row.subscription_rate),
-            _number(row.prediction_drift),
-            row.drifted_columns,
-            "yes" if row.retrained else "",
-            f"v{row.scored_by}" + (f" -> v{row.champion_after}" if row.retrained else ""),
-            _number(row.roc_auc),
-        )
-        for row in months.itertuples()
-    ]
-    headers = [
-        "month", "rows", "subscribed", "prediction drift", "drifted columns", "retrained",
-        "champion", "ROC AUC (live champion)",
-    ]  # fmt: skip
-    return tabulate(shown, headers=headers, disable_numparse=True)
+    shown = [cells(row) for row in months.to_dict("records")]
+    return tabulate(shown, headers=[*HEADERS, "ROC AUC (live champion)"], disable_numparse=True)
 
 
 def summary(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> str:
@@ -140,7 +147,8 @@ def plot(months: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]], pat
     return path
 
 
-def _number(value: float) -> str:
+def number(value: float | None) -> str:
+    """Three decimals, or "-" for a missing value."""
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 

@@ -16,7 +16,6 @@ unless one was already answering on the dashboard address when the benchmark beg
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from bank_marketing import replay_report
 from bank_marketing.benchmarks.report import memory_gib, replace_section
 
 SECTION = "## Replay: the closed loop, 2009-01..2010-11"
@@ -118,37 +118,17 @@ def report(run: Run, serve: bool, plot: Path | None) -> str:
     if plot is not None:
         lines += [f"![monthly ROC AUC]({plot.as_posix()})", ""]
     baseline_columns = [c for c in months.columns if c.startswith("roc_auc_")]
-    header = ["month", "rows", "subscribed", "prediction drift", "drifted columns", "retrained"]
-    header += ["champion", "ROC AUC, loop"] + [c.removeprefix("roc_auc_") for c in baseline_columns]
+    header = [*replay_report.HEADERS, "ROC AUC, loop"]
+    header += [c.removeprefix("roc_auc_") for c in baseline_columns]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in months.to_dict("records"):
-        champion = f"v{row['scored_by']}"
-        if row["retrained"]:
-            champion += f" -> v{row['champion_after']}"
-        cells = [
-            row["month"],
-            str(row["rows"]),
-            f"{row['subscription_rate']:.1%}",
-            _number(row["prediction_drift"]),
-            str(row["drifted_columns"]),
-            "yes" if row["retrained"] else "",
-            champion,
-            _number(row["roc_auc"]),
-        ] + [_number(row[c]) for c in baseline_columns]
-        lines.append("| " + " | ".join(cells) + " |")
+        shown = replay_report.cells(row) + [replay_report.number(row[c]) for c in baseline_columns]
+        lines.append("| " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _met(met: bool) -> str:
     return "met" if met else "not met"
-
-
-def _number(value: float) -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{value:.3f}")
-    )
 
 
 def main() -> int:
