@@ -478,6 +478,15 @@ class Native:
             time.sleep(1)
         raise AssertionError(f"{name}: {what} within {timeout_s:.0f} s{self.tail(name)}")
 
+    def wait_for_200(self, name: str, url: str, timeout_s: float) -> None:
+        """Wait until ``GET url`` answers 200 while ``name`` keeps running."""
+        self.wait_for(
+            name,
+            lambda: httpx.get(url, timeout=5).status_code == 200,
+            timeout_s=timeout_s,
+            what=f"GET {httpx.URL(url).path} did not answer 200",
+        )
+
     def healthcheck_passes(self, services: Mapping[str, Any], name: str) -> bool:
         """Whether the compose file's healthcheck of ``name`` passes here."""
         own = {
@@ -638,12 +647,7 @@ def test_postgres_init_gives_each_service_its_database_and_grafana_read_only_acc
 @pytest.fixture(scope="module")
 def mlflow_url(stack: Native) -> str:
     url = stack.url("mlflow", 5000)
-    stack.wait_for(
-        "mlflow",
-        lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200,
-        timeout_s=150,
-        what="GET /health did not answer 200",
-    )
+    stack.wait_for_200("mlflow", f"{url}/health", timeout_s=150)
     return url
 
 
@@ -715,12 +719,7 @@ DAEMONS_QUERY = """
 @pytest.fixture(scope="module")
 def webserver_url(stack: Native) -> str:
     url = stack.url("dagster-webserver", 3000)
-    stack.wait_for(
-        "dagster-webserver",
-        lambda: httpx.get(f"{url}/server_info", timeout=5).status_code == 200,
-        timeout_s=150,
-        what="GET /server_info did not answer 200",
-    )
+    stack.wait_for_200("dagster-webserver", f"{url}/server_info", timeout_s=150)
     return url
 
 
@@ -859,12 +858,7 @@ def test_serving_commands_serve_the_champion_and_the_webhook_on_the_shared_ray(
             deploy, env=env, cwd=REPO, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, f"{shlex.join(deploy)}:\n{done.stdout}{done.stderr}"
-        stack.wait_for(
-            "serving",
-            lambda: httpx.get(f"{url}/healthz", timeout=5).status_code == 200,
-            timeout_s=120,
-            what="GET /healthz did not answer 200",
-        )
+        stack.wait_for_200("serving", f"{url}/healthz", timeout_s=120)
         assert httpx.get(f"{url}/model", timeout=10).json()["version"] == native_champion
         assert stack.healthcheck_passes(services, "serving")
         # Grafana's contact point: refused without the token, stored with it.
