@@ -55,9 +55,7 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
     keys = [f"{m.month}-01" for m in replay.months]
     first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
-    params = CANDIDATE_CONFIGS[first.family]().model_dump()
-    seed = params.pop("seed")
-    params.pop("max_train_rows", None)
+    params, seed, _ = CANDIDATE_CONFIGS[first.family]().fit_arguments()
     window = TrainingSetConfig()
     monthly = month_ahead.retrained_every_month(
         by_month,

@@ -36,9 +36,7 @@ def window(bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory) -> pd
 def test_family_ranks_unseen_days_better_than_chance(family: str, window: pd.DataFrame) -> None:
     # SVC's Platt scaling once fitted its sigmoid on unshuffled folds, i.e. blocks of months
     # with different rates, and came out reversed: validation ROC AUC 0.34 on this window.
-    params = CANDIDATE_CONFIGS[family]().model_dump()
-    seed = params.pop("seed")
-    cap = params.pop("max_train_rows", None)
+    params, seed, cap = CANDIDATE_CONFIGS[family]().fit_arguments()
     fitted = fit_candidate(
         family,
         params,

@@ -167,6 +167,11 @@ class CandidateConfig(dg.Config):
     )
     seed: int = Field(default=42, description="Random seed of the estimator.")
 
+    def fit_arguments(self) -> tuple[dict[str, Any], int, int | None]:
+        """The estimator's hyperparameters, the seed, and the training-row cap (SVC's), apart."""
+        params = self.model_dump()
+        return params, params.pop("seed"), params.pop("max_train_rows", None)
+
 
 class LogisticRegressionConfig(CandidateConfig):
     C: float = Field(default=1.0, gt=0, description="Inverse regularization strength.")
@@ -234,9 +239,7 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
         config: config_class,  # type: ignore[valid-type]
         training_set: pd.DataFrame,
     ) -> dg.Output[CandidateRecord]:
-        params = config.model_dump()
-        seed = params.pop("seed")
-        max_rows = params.pop("max_train_rows", None)
+        params, seed, max_rows = config.fit_arguments()
         model_inputs: ModelInputs = context.resources.model_inputs
         inputs = model_inputs.checked()
         train = training_set[training_set["split"] == TRAIN].drop(columns="split")

@@ -134,8 +134,7 @@ def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]
     split = split.drop(columns="contact_month")
     train = split[split["split"] == TRAIN].drop(columns="split")
     validation = split[split["split"] != TRAIN].drop(columns="split")
-    params = CANDIDATE_CONFIGS["xgboost"]().model_dump()
-    seed = params.pop("seed")
+    params, seed, _ = CANDIDATE_CONFIGS["xgboost"]().fit_arguments()
     fitted = fit_candidate("xgboost", params, DEFAULT_INPUTS, train, validation, seed=seed)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

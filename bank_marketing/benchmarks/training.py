@@ -47,9 +47,7 @@ AS_OF = "2009-06-01"
 def _families(train: pd.DataFrame, validation: pd.DataFrame) -> dict[str, tuple[float, float]]:
     results = {}
     for family, config_class in CANDIDATE_CONFIGS.items():
-        params = config_class().model_dump()
-        seed = params.pop("seed")
-        cap = params.pop("max_train_rows", None)
+        params, seed, cap = config_class().fit_arguments()
         fitted = fit_candidate(
             family, params, DEFAULT_INPUTS, train, validation, max_train_rows=cap, seed=seed
         )
