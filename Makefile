@@ -8,6 +8,10 @@ export BANK_MARKETING_HOME ?= $(CURDIR)/.bank-marketing
 export DAGSTER_HOME ?= $(BANK_MARKETING_HOME)/dagster
 export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
+# Compile the environment's bytecode at install: every Dagster step runs in a fresh process that
+# imports the code location (dagster, mlflow, scikit-learn), which takes several times longer from
+# source, e.g. where PYTHONDONTWRITEBYTECODE is set.
+export UV_COMPILE_BYTECODE ?= 1
 
 UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)

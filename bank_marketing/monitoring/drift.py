@@ -5,6 +5,10 @@ Both frames hold the model's inputs and its predicted probability (``prediction`
 is listed in the ``DataDefinition``: Evidently types unlisted columns as unknown, and its drift
 metrics fail on those. Per-column methods are Evidently's defaults, chosen by column type and
 sample size; the prediction's method is set (see ``PREDICTION_DRIFT_METHOD``).
+
+Evidently is imported where a report is built, not with this module: importing it takes several
+seconds, and every Dagster step process loads the whole code location, including the training
+steps that never measure drift.
 """
 
 from __future__ import annotations
@@ -15,16 +19,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
-from evidently.core.metric_types import TestStatus
-from evidently.core.report import Snapshot
-from evidently.metrics import MissingValueCount, ValueDrift
-from evidently.presets import DataDriftPreset
 
 from bank_marketing.training.features import check_inputs
+
+if TYPE_CHECKING:
+    from evidently import DataDefinition, Report
+    from evidently.core.report import Snapshot
 
 PREDICTION = "prediction"
 
@@ -122,6 +125,8 @@ class DriftResult:
 
 def data_definition(inputs: Sequence[str]) -> DataDefinition:
     """Every column typed: numeric inputs and the prediction numerical, the rest categorical."""
+    from evidently import DataDefinition
+
     numeric, categorical = check_inputs(inputs)
     return DataDefinition(
         numerical_columns=[*numeric, PREDICTION], categorical_columns=list(categorical)
@@ -131,6 +136,10 @@ def data_definition(inputs: Sequence[str]) -> DataDefinition:
 def drift_report(inputs: Sequence[str], prediction_method: str = PREDICTION_DRIFT_METHOD) -> Report:
     """Drift of every input (count and share of drifted ones), of the prediction, and missing
     values per input; with Evidently's tests."""
+    from evidently import Report
+    from evidently.metrics import MissingValueCount, ValueDrift
+    from evidently.presets import DataDriftPreset
+
     return Report(
         [
             DataDriftPreset(columns=list(inputs)),
@@ -159,6 +168,8 @@ def compare(
         raise ValueError("the reference data has no rows: drift cannot be measured against it")
     if current.empty:
         return _empty(len(reference), inputs, prediction_method)
+    from evidently import Dataset
+
     definition = data_definition(inputs)
     with warnings.catch_warnings():
         # Evidently's statistics divide by zero on constant columns (pdays is -1 throughout the
@@ -222,6 +233,8 @@ def _read(
 
 
 def _failed(test: Mapping[str, Any]) -> bool:
+    from evidently.core.metric_types import TestStatus
+
     return test["status"] == TestStatus.FAIL
 
 
