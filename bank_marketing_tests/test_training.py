@@ -34,7 +34,11 @@ from bank_marketing.runner import (
 )
 from bank_marketing.settings import Settings
 from bank_marketing.training.metrics import METRIC_NAMES
-from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.registry import (
+    CHAMPION_ALIAS,
+    SIMPLICITY_ORDER,
+    roc_auc_standard_error,
+)
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
 from bank_marketing_tests.conftest import POSTGRES, make_settings
 
@@ -184,7 +188,18 @@ def test_registry_holds_five_versions_three_staging_and_one_champion(trained: Ro
     best_three = set(sorted(auc, key=lambda v: -auc[v])[:3])
     assert staging == best_three
     champion = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    assert auc[champion.version] == max(auc.values())
+    # The one-standard-error rule: the simplest family within one standard error of the best.
+    reference = mlflow.artifacts.download_artifacts(
+        run_id=champion.run_id, artifact_path="reference/validation.parquet"
+    )
+    subscribed = int((pd.read_parquet(reference)["y"] == "yes").sum())
+    rows = int(runs_by_id(runs)[champion.run_id].data.params["validation_rows"])
+    tolerance = roc_auc_standard_error(max(auc.values()), subscribed, rows - subscribed)
+    family = {v.version: runs_by_id(runs)[v.run_id].data.tags["family"] for v in versions}
+    within = {family[v] for v in auc if auc[v] >= max(auc.values()) - tolerance}
+    expected = next(name for name in SIMPLICITY_ORDER if name in within)
+    assert family[champion.version] == expected
+    assert champion.tags["promotion_selection"].startswith(f"{expected} v{champion.version} ")
     assert champion.tags["promotion_promoted"] == "True"
     assert champion.tags["promotion_reason"].startswith("no champion yet")
 

@@ -19,6 +19,7 @@ from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import ModelInputs
 from bank_marketing.training import registry
 from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.features import labels
 from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
 from bank_marketing.training.windows import (
     TRAIN,
@@ -302,6 +303,17 @@ class ChampionConfig(dg.Config):
         le=1.0,
         description="No model below this validation ROC AUC is promoted or passes the check.",
     )
+    standard_errors: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="The round's challenger is the simplest family (simplicity_order) whose "
+        "validation ROC AUC is within this many standard errors of the best candidate's (the "
+        "one-standard-error rule); 0 takes the best.",
+    )
+    simplicity_order: list[str] = Field(
+        default=list(registry.SIMPLICITY_ORDER),
+        description="The families from the simplest to the most flexible, for standard_errors.",
+    )
 
 
 @dataclass(frozen=True)
@@ -341,21 +353,35 @@ def champion_model(
     validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
     ranked = registry.rank(list(candidates_by_name.values()))
     registry.tag_staging(client, ranked, round_id=context.run.run_id)
-    best = ranked[0]
+    subscribed = int(labels(validation).sum())
+    try:
+        selection = registry.select(
+            ranked,
+            positives=subscribed,
+            negatives=len(validation) - subscribed,
+            standard_errors=config.standard_errors,
+            order=config.simplicity_order,
+        )
+    except ValueError as error:
+        raise dg.Failure(
+            description=f"champion_model {context.partition_key[:7]}: {error}", allow_retries=False
+        ) from error
+    chosen = selection.candidate
+    context.log.info("Challenger: %s", selection.reason)
     current = registry.champion_version(client)
     compared, compared_on = registry.comparison_rows(
         validation,
         registry.trained_as_of(client, current) if current is not None else None,
         current.version if current is not None else None,
     )
-    challenger = registry.evaluate_version(best.model_version, validation, compared.index)
+    challenger = registry.evaluate_version(chosen.model_version, validation, compared.index)
     incumbent = (
         registry.evaluate_version(current.version, validation, compared.index)
         if current is not None
         else None
     )
     decision = registry.decide(
-        challenger_version=best.model_version,
+        challenger_version=chosen.model_version,
         challenger_roc_auc=challenger.compared_roc_auc,
         challenger_problem=challenger.problem,
         champion_version=current.version if current is not None else None,
@@ -365,6 +391,7 @@ def champion_model(
         floor=config.roc_auc_floor,
         compared_on=compared_on,
         challenger_validation_roc_auc=challenger.roc_auc,
+        selection=selection.reason,
     )
     registry.apply(client, decision)
     live = challenger if decision.promoted else incumbent
@@ -380,6 +407,7 @@ def champion_model(
         "previous_champion_version": decision.champion_version or "none",
         "previous_champion_roc_auc": _number(decision.champion_roc_auc),
         "compared_on": compared_on,
+        "selection": selection.reason,
         "ranking": dg.MetadataValue.md(
             pd.DataFrame(
                 [
@@ -388,6 +416,7 @@ def champion_model(
                         "version": c.model_version,
                         "validation_roc_auc": round(c.validation_metrics["roc_auc"], 4),
                         "stage": "staging" if place < registry.STAGING_TOP else "",
+                        "challenger": "yes" if c is chosen else "",
                     }
                     for place, c in enumerate(ranked)
                 ]
