@@ -124,7 +124,7 @@ def _calls(days: int, per_day: int = 10) -> pd.DataFrame:
 
 
 def test_split_by_day_keeps_each_days_calls_on_one_side() -> None:
-    frame = _calls(days=60)
+    frame = _calls(days=56)
     split = split_window(frame, 0.2, 42, WHERE, by="day")
     pd.testing.assert_frame_equal(split.drop(columns="split"), frame)
     sides = split.groupby(call_days(frame))["split"].nunique()
@@ -136,6 +136,26 @@ def test_split_by_day_keeps_each_days_calls_on_one_side() -> None:
     assert again.equals(split["split"])
 
 
+def test_a_day_is_on_the_same_side_in_every_window_that_holds_it() -> None:
+    frame = _calls(days=84)  # three months of 28 call days
+    months = frame["contact_month"]
+    january_to_march = split_window(frame, 0.2, 42, WHERE, by="day")["split"]
+    february_alone = split_window(frame[months == "2009-02-01"], 0.2, 42, WHERE, by="day")
+    february_to_march = split_window(frame[months >= "2009-02-01"], 0.2, 42, WHERE, by="day")
+    assert february_alone["split"].equals(january_to_march[months == "2009-02-01"])
+    assert february_to_march["split"].equals(january_to_march[months >= "2009-02-01"])
+    assert (january_to_march == VALIDATION).groupby(months).mean().between(0.15, 0.25).all()
+
+
+def test_a_month_with_fewer_call_days_than_folds_trains_whole() -> None:
+    frame = pd.concat([_calls(days=28), _calls(days=3, per_day=30).assign(
+        contact_month=pd.Timestamp("2009-02-01"))])  # fmt: skip
+    frame.index = pd.RangeIndex(2, 2 + len(frame), name="line")
+    split = split_window(frame, 0.2, 42, WHERE, by="day")["split"]
+    assert (split[frame["contact_month"] == "2009-02-01"] == TRAIN).all()
+    assert (split[frame["contact_month"] == "2009-01-01"] == VALIDATION).any()
+
+
 def test_call_days_join_the_recovered_month_and_the_day() -> None:
     frame = _calls(days=30, per_day=1)
     assert call_days(frame).iloc[[0, 29]].tolist() == ["2009-01-01", "2009-02-02"]
@@ -143,7 +163,7 @@ def test_call_days_join_the_recovered_month_and_the_day() -> None:
 
 def test_split_by_day_needs_more_days_than_folds() -> None:
     frame = _calls(days=4, per_day=20)
-    with pytest.raises(TrainingDataError, match=r"4 call day\(s\): too few"):
+    with pytest.raises(TrainingDataError, match=r"no month with 5 call days or more: too few"):
         split_window(frame, 0.2, 42, WHERE, by="day")
 
 

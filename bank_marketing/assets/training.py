@@ -80,11 +80,12 @@ class TrainingSetConfig(dg.Config):
     seed: int = Field(default=42, description="Seed of the stratified train/validation split.")
     split_by: Literal["day", "row"] = Field(
         default="day",
-        description="'day': all calls of one day go to the same side of the split. Calls of a "
-        "day share a campaign and an outcome rate, so a row split puts near-copies of training "
-        "rows into validation and rewards models that memorize dates (random forest: 0.93 "
-        "validation ROC AUC in a window, the worst of five on the month after). 'row': a plain "
-        "stratified row split.",
+        description="'day': all calls of one day go to the same side of the split, and each "
+        "month's days are split on their own, so a day is on the same side in every window. "
+        "Calls of a day share a campaign and an outcome rate, so a row split puts near-copies of "
+        "training rows into validation and rewards models that memorize dates (random forest: "
+        "0.93 validation ROC AUC in a window, the worst of five on the month after). 'row': a "
+        "plain stratified row split of the window.",
     )
 
 

@@ -15,8 +15,10 @@ standard error of the measure (about 0.016 ROC AUC in 2009-2010), and on the mon
 window logistic regression is ahead of them by about 0.02 (BENCHMARKS.md, the replay notes).
 
 Which validation rows the two are compared on matters: the champion was trained on an earlier
-window that overlaps this round's, and validation rows from the overlap come from the same days
-and campaigns it learned from, so on them it looks better than it will do on next month's calls.
+window that overlaps this round's. The days validated on in the overlap were held out from it too
+(a day is on the same side of the split in every window), but they come from the months and
+campaigns it learned from, and it was chosen as champion on them, so on them it looks better
+than it will do on next month's calls.
 They are compared on the validation rows of the months after the champion's as-of month, which
 neither model has seen (see :func:`comparison_rows`).
 """

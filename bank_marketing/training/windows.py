@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -60,9 +62,13 @@ def split_window(
 ) -> pd.DataFrame:
     """``frame`` with a ``split`` column, stratified by the label and seeded.
 
-    ``by="day"``: all calls of a day (:func:`call_days`) land on the same side, through a
-    stratified group split into ``round(1 / validation_share)`` folds, the first of which is the
-    validation part, so its share is the nearest ``1/k``. ``by="row"``: a plain row split.
+    ``by="day"``: all calls of a day (:func:`call_days`) land on the same side. Each month's days
+    are split on their own, through a stratified group split into ``round(1 / validation_share)``
+    folds whose first is the validation part (so its share is the nearest ``1/k``). A month's
+    split depends only on its own calls, the seed and the share, so a day is on the same side in
+    every window that holds it: a day one round validates on, no other round trains on. A month
+    with fewer call days than folds (2009-01 has 3) goes to training whole.
+    ``by="row"``: a plain row split of the whole window.
     Raises :class:`TrainingDataError` naming the window when it cannot train a model.
     """
     counts = frame[LABEL].value_counts()
@@ -89,16 +95,7 @@ def split_window(
             random_state=seed,
         )
     else:
-        groups = call_days(frame)
-        folds = max(2, round(1 / validation_share))
-        if groups.nunique() < folds:
-            raise TrainingDataError(
-                f"training window {where} has {groups.nunique()} call day(s): too few to hold "
-                f"whole days out for validation ({folds} needed); widen the window"
-            )
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        train_positions, _ = next(splitter.split(frame, frame[LABEL], groups.to_numpy()))
-        train_index = frame.index[train_positions]
+        train_index = _train_days(frame, validation_share, seed, where)
     split = pd.Series(VALIDATION, index=frame.index)
     split[train_index] = TRAIN
     labels_per_split = frame[LABEL].groupby(split).nunique()
@@ -108,3 +105,26 @@ def split_window(
             f"smaller class, one split would hold a single label; widen the window"
         )
     return frame.assign(split=split)
+
+
+def _train_days(frame: pd.DataFrame, validation_share: float, seed: int, where: str) -> pd.Index:
+    """The index of the training rows: each month's call days split on their own."""
+    folds = max(2, round(1 / validation_share))
+    days = call_days(frame)
+    held_out = []
+    for _, month in frame.groupby("contact_month", sort=True):
+        groups = days[month.index]
+        if groups.nunique() < folds:
+            continue
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            # A month whose rarer label has fewer rows than folds is still split by its days.
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            _, validation = next(splitter.split(month, month[LABEL], groups.to_numpy()))
+        held_out.append(month.index[validation])
+    if not held_out:
+        raise TrainingDataError(
+            f"training window {where} has no month with {folds} call days or more: too few to "
+            f"hold whole days out for validation; widen the window"
+        )
+    return frame.index.difference(pd.Index(np.concatenate(held_out)), sort=False)
