@@ -33,12 +33,9 @@ from bank_marketing.runner import (
     run_training,
 )
 from bank_marketing.settings import Settings
+from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.metrics import METRIC_NAMES
-from bank_marketing.training.registry import (
-    CHAMPION_ALIAS,
-    SIMPLICITY_ORDER,
-    roc_auc_standard_error,
-)
+from bank_marketing.training.registry import CHAMPION_ALIAS, roc_auc_standard_error
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
 from bank_marketing_tests.conftest import POSTGRES, make_settings
 

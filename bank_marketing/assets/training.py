@@ -19,6 +19,7 @@ from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import ModelInputs
 from bank_marketing.training import registry
 from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.features import labels
 from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
 from bank_marketing.training.windows import (
@@ -312,7 +313,7 @@ class ChampionConfig(dg.Config):
         "one-standard-error rule); 0 takes the best.",
     )
     simplicity_order: list[str] = Field(
-        default=list(registry.SIMPLICITY_ORDER),
+        default=list(SIMPLICITY_ORDER),
         description="The families from the simplest to the most flexible, for standard_errors.",
     )
 

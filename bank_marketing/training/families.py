@@ -23,6 +23,9 @@ from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
 FAMILIES = ("logistic_regression", "random_forest", "xgboost", "svc", "mlp")
+# The same families from the simplest to the most flexible: the one-standard-error rule's
+# preference when it chooses a round's challenger (registry.select).
+SIMPLICITY_ORDER = ("logistic_regression", "svc", "mlp", "random_forest", "xgboost")
 # Families whose numeric inputs are standardized before the estimator.
 SCALED = {"logistic_regression", "svc", "mlp"}
 

@@ -37,6 +37,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from bank_marketing.data.fields import LABEL
+from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.features import labels
 from bank_marketing.training.metrics import classification_metrics
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord
@@ -240,10 +241,6 @@ def rank(candidates: Sequence[CandidateRecord]) -> list[CandidateRecord]:
     return sorted(
         candidates, key=lambda c: (-c.validation_metrics["roc_auc"], int(c.model_version))
     )
-
-
-# Families from the simplest to the most flexible: the one-standard-error rule's preference.
-SIMPLICITY_ORDER = ("logistic_regression", "svc", "mlp", "random_forest", "xgboost")
 
 
 def roc_auc_standard_error(roc_auc: float, positives: int, negatives: int) -> float:
