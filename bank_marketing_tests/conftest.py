@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.definitions import build_definitions
 from bank_marketing.serving.model import ModelState
@@ -165,6 +166,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> 
     folder = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     frame = load_contacts(str(bank_full_path), folder).frame.iloc[:6000]
+    frame = frame.assign(contact_month=recover_months(frame["month"]))  # as `contacts` has
     train, validation = frame.iloc[:4500], frame.iloc[4500:]
     fitted = fit_candidate(
         "logistic_regression",

@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
@@ -30,6 +31,7 @@ def register_two_versions(folder: Path, bank_full_path: Path) -> dict[str, Any]:
     """
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     frame = load_contacts(str(bank_full_path), folder).frame.iloc[:8000]
+    frame = frame.assign(contact_month=recover_months(frame["month"]))  # as `contacts` has
     train, validation = frame.iloc[:6000], frame.iloc[6000:]
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)

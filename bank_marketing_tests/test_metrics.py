@@ -6,8 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from bank_marketing.training.metrics import METRIC_NAMES, classification_metrics
+from bank_marketing.training.metrics import (
+    METRIC_NAMES,
+    classification_metrics,
+    roc_auc_standard_error,
+)
 
 
 def test_perfect_ranking_scores_one_and_reversed_ranking_zero() -> None:
@@ -72,3 +77,60 @@ def test_unusable_inputs_are_refused(y: list[int], probability: list[float], pro
     with pytest.raises(ValueError) as raised:
         classification_metrics(np.array(y), np.array(probability))
     assert problem in str(raised.value)
+
+
+def _hanley_mcneil(roc_auc: float, positives: int, negatives: int) -> float:
+    """The closed-form standard error for independent rows (Radiology 143(1), 1982, eq. 1)."""
+    q1, q2 = roc_auc / (2 - roc_auc), 2 * roc_auc**2 / (1 + roc_auc)
+    variance = (
+        roc_auc * (1 - roc_auc)
+        + (positives - 1) * (q1 - roc_auc**2)
+        + (negatives - 1) * (q2 - roc_auc**2)
+    ) / (positives * negatives)
+    return math.sqrt(variance)
+
+
+def test_with_one_group_per_row_the_standard_error_is_the_independent_rows_one() -> None:
+    rng = np.random.default_rng(0)
+    # Exponential scores: the model behind Hanley and McNeil's formula.
+    scores = np.concatenate([rng.exponential(2.5, 300), rng.exponential(1.0, 2700)])
+    y = np.r_[np.ones(300), np.zeros(2700)]
+    expected = _hanley_mcneil(roc_auc_score(y, scores), 300, 2700)
+    assert roc_auc_standard_error(y, scores, np.arange(len(y))) == pytest.approx(expected, rel=0.1)
+
+
+def _calls(rng: np.random.Generator, days: int = 40, calls: int = 50) -> tuple[np.ndarray, ...]:
+    """A validation set of whole call days; each day's campaign moves its rate and its scores."""
+    day = np.repeat(np.arange(days), calls)
+    campaign = rng.normal(0.0, 1.0, days)[day]
+    x = rng.normal(0.0, 1.0, len(day))
+    y = (rng.random(len(day)) < 1 / (1 + np.exp(2 - x - campaign))).astype(np.int64)
+    return y, x - campaign, day  # the model gets each day's campaign wrong
+
+
+def test_calls_of_one_day_are_resampled_together() -> None:
+    rng = np.random.default_rng(0)
+    spread = float(np.std([roc_auc_score(*_calls(rng)[:2]) for _ in range(400)]))
+    y, scores, day = _calls(np.random.default_rng(1))
+    by_day = roc_auc_standard_error(y, scores, day)
+    by_row = roc_auc_standard_error(y, scores, np.arange(len(y)))
+    # One validation set's estimate against the spread over 400 sets drawn with new days.
+    assert 0.7 * spread < by_day < 1.4 * spread
+    assert by_row < 0.6 * spread  # counting each call as a draw understates the noise
+
+
+def test_the_standard_error_is_seeded_and_a_single_group_is_resampled_by_rows() -> None:
+    y, scores, day = _calls(np.random.default_rng(2))
+    assert roc_auc_standard_error(y, scores, day) == roc_auc_standard_error(y, scores, day)
+    assert roc_auc_standard_error(y, scores, day, seed=1) != roc_auc_standard_error(y, scores, day)
+    one_day = np.zeros(len(y))
+    assert roc_auc_standard_error(y, scores, one_day) == roc_auc_standard_error(
+        y, scores, np.arange(len(y))
+    )
+
+
+def test_the_standard_error_refuses_one_label_and_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="needs both labels; the 3 rows have one"):
+        roc_auc_standard_error(np.zeros(3), np.array([0.1, 0.2, 0.3]), np.arange(3))
+    with pytest.raises(ValueError, match=r"labels \(3\), probabilities \(2\) and groups \(3\)"):
+        roc_auc_standard_error(np.array([0, 1, 1]), np.array([0.1, 0.2]), np.arange(3))

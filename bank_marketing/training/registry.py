@@ -11,8 +11,9 @@ way it goes.
 Why the simplest within the noise rather than the best: a window's validation rows are drawn
 from the months the candidates trained on, and the flexible families (trees, MLP) learn those
 months' campaigns, which do not come back. Their lead inside a window is usually smaller than the
-standard error of the measure (about 0.016 ROC AUC in 2009-2010), and on the month after the
-window logistic regression is ahead of them by about 0.02 (BENCHMARKS.md, the replay notes).
+standard error of the measure (0.023 to 0.045 ROC AUC on the replay's windows, by a bootstrap
+over the validation's call days: see ``metrics.roc_auc_standard_error``), and on the month after
+the window logistic regression is ahead of them by about 0.02 (BENCHMARKS.md, the replay notes).
 
 Which validation rows the two are compared on matters: the champion was trained on an earlier
 window that overlaps this round's. The days validated on in the overlap were held out from it too
@@ -243,26 +244,6 @@ def rank(candidates: Sequence[CandidateRecord]) -> list[CandidateRecord]:
     )
 
 
-def roc_auc_standard_error(roc_auc: float, positives: int, negatives: int) -> float:
-    """The standard error of a ROC AUC measured on ``positives`` and ``negatives`` rows.
-
-    Hanley and McNeil (1982), "The meaning and use of the area under a receiver operating
-    characteristic (ROC) curve", Radiology 143(1), equation 1.
-    """
-    if positives < 1 or negatives < 1:
-        raise ValueError(
-            f"a ROC AUC needs both labels: {positives} positive and {negatives} negative rows"
-        )
-    q1 = roc_auc / (2 - roc_auc)
-    q2 = 2 * roc_auc**2 / (1 + roc_auc)
-    variance = (
-        roc_auc * (1 - roc_auc)
-        + (positives - 1) * (q1 - roc_auc**2)
-        + (negatives - 1) * (q2 - roc_auc**2)
-    ) / (positives * negatives)
-    return math.sqrt(max(variance, 0.0))
-
-
 @dataclass(frozen=True)
 class Selection:
     """The round's challenger and why: the line recorded in its tags and the run's metadata."""
@@ -274,17 +255,15 @@ class Selection:
 def select(
     ranked: Sequence[CandidateRecord],
     *,
-    positives: int,
-    negatives: int,
     standard_errors: float,
     order: Sequence[str] = SIMPLICITY_ORDER,
 ) -> Selection:
     """The one-standard-error rule: the simplest candidate within the noise of the best.
 
     ``ranked`` is best first (:func:`rank`); the tolerance is ``standard_errors`` times the
-    standard error of the best's validation ROC AUC on ``positives`` and ``negatives`` rows.
-    Among the candidates within it, the first family in ``order`` wins; families missing from
-    ``order`` come after those in it. ``standard_errors=0`` takes the best.
+    standard error of the best's validation ROC AUC (its record's, a bootstrap over the
+    validation's call days). Among the candidates within it, the first family in ``order`` wins;
+    families missing from ``order`` come after those in it. ``standard_errors=0`` takes the best.
     """
     if not ranked:
         raise ValueError("a round needs at least one candidate to choose from")
@@ -298,8 +277,7 @@ def select(
         )
     best = ranked[0]
     best_auc = best.validation_metrics["roc_auc"]
-    error = roc_auc_standard_error(best_auc, positives, negatives)
-    tolerance = standard_errors * error
+    tolerance = standard_errors * best.validation_roc_auc_standard_error
     within = [c for c in ranked if c.validation_metrics["roc_auc"] >= best_auc - tolerance]
     place = {family: index for index, family in enumerate(order)}
     chosen = min(within, key=lambda c: place.get(c.family, len(place)))
