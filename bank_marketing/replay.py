@@ -50,6 +50,7 @@ class ReplayMonth:
     retrained: bool = False
     champion_after: str = ""
     retrain_reason: str = ""
+    champion_family: str = ""
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Replay:
 
     first_as_of: str
     first_champion: str = ""
+    first_champion_family: str = ""
     months: list[ReplayMonth] = field(default_factory=list)
     rounds: list[str] = field(default_factory=list)
     deployments: list[str] = field(default_factory=list)
@@ -116,10 +118,10 @@ def replay(
             raise ReplayError(f"contacts {outcome.partition_key[:7]}: {outcome.error}")
     step(f"training the first champion as of {first_as_of[:7]}")
     _train(instance, first_as_of, {}, result)
-    first = _champion_version(instance)
+    first = _champion(instance)
     if first is None:
         raise ReplayError(f"the round as of {first_as_of[:7]} promoted no champion")
-    result.first_champion = first
+    result.first_champion, result.first_champion_family = first
     _deploy(defs, instance, sensors, serve, result, step)
 
     for key in later:
@@ -141,7 +143,7 @@ def replay(
             month.retrained = True
             month.retrain_reason = reason
         _deploy(defs, instance, sensors, serve, result, step)
-        month.champion_after = _champion_version(instance) or month.scored_by
+        month.champion_after, month.champion_family = _champion(instance) or (month.scored_by, "")
         result.months.append(month)
         if on_month is not None:
             on_month(month)
@@ -192,15 +194,17 @@ def _month(key: str, report: dg.ExecuteInProcessResult) -> ReplayMonth:
     )
 
 
-def _champion_version(instance: dg.DagsterInstance) -> str | None:
+def _champion(instance: dg.DagsterInstance) -> tuple[str, str] | None:
+    """The champion's version and family after the latest ``champion_model`` materialization."""
     records = instance.fetch_materializations(dg.AssetKey("champion_model"), limit=1).records
     if not records:
         return None
     metadata = records[0].asset_materialization.metadata
-    value = metadata.get("champion_version")
-    if value is None or str(value.value) == "none":
+    version = metadata.get("champion_version")
+    if version is None or str(version.value) == "none":
         return None
-    return str(value.value)
+    family = metadata.get("champion_family")
+    return str(version.value), str(family.value) if family is not None else ""
 
 
 def _number(value: Any) -> float:

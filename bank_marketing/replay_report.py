@@ -33,6 +33,7 @@ def frame(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> pd.Da
                 "retrained": month.retrained,
                 "scored_by": month.scored_by,
                 "champion_after": month.champion_after,
+                "champion_family": month.champion_family,
                 "roc_auc": month.roc_auc,
                 **{f"roc_auc_{name}": got.get(key, math.nan) for name, got in baselines.items()},
             }
@@ -76,6 +77,7 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
 
 HEADERS = [
     "month", "rows", "subscribed", "prediction drift", "drifted columns", "retrained", "champion",
+    "family",
 ]  # fmt: skip
 
 
@@ -92,6 +94,7 @@ def cells(row: Mapping[str, Any]) -> list[str]:
         str(row["drifted_columns"]),
         "yes" if row["retrained"] else "",
         champion,
+        _text(row.get("champion_family")),
         number(row["roc_auc"]),
     ]
 
@@ -148,6 +151,11 @@ def plot(months: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]], pat
 def number(value: float | None) -> str:
     """Three decimals, or "-" for a missing value."""
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _text(value: Any) -> str:
+    """A text cell; empty for a missing value (a CSV reads an empty cell back as NaN)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _share(value: float) -> str:

@@ -12,6 +12,7 @@ import pytest
 from bank_marketing.definitions import build_definitions
 from bank_marketing.replay import replay
 from bank_marketing.settings import Settings
+from bank_marketing.training.families import FAMILIES
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,9 @@ def test_a_short_replay_monitors_each_month_and_retrains_where_the_sensor_asks(
 
     assert [month.month for month in result.months] == ["2010-07", "2010-08", "2010-09"]
     assert result.first_champion and result.rounds[0] == "2010-06-01"
+    assert result.first_champion_family in FAMILIES
     for month in result.months:
+        assert month.champion_family in FAMILIES  # read from champion_model's metadata
         assert month.rows > 0 and 0.0 <= month.subscription_rate <= 1.0
         assert not math.isnan(month.prediction_drift) and not math.isnan(month.roc_auc)
     # Each retrain is the one the sensor asked for: as of the drifted month, at most one a month,

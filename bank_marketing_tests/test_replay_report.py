@@ -20,8 +20,8 @@ def _replay() -> Replay:
         first_as_of="2008-12",
         first_champion="2",
         months=[
-            ReplayMonth("2009-01", 300, 0.1, 0.4, 7, "2", 0.6, True, "9"),
-            ReplayMonth("2009-02", 200, 0.2, 0.05, 3, "9", 0.7),
+            ReplayMonth("2009-01", 300, 0.1, 0.4, 7, "2", 0.6, True, "9", champion_family="mlp"),
+            ReplayMonth("2009-02", 200, 0.2, 0.05, 3, "9", 0.7, champion_family="mlp"),
             ReplayMonth("2009-03", 75, 0.5, math.nan, 0, "9", math.nan),
         ],
     )
@@ -33,6 +33,7 @@ def test_table_marks_retrains_and_the_champion_switch() -> None:
     lines = replay_report.table(months).splitlines()
     first = next(line for line in lines if line.startswith("2009-01"))
     assert "yes" in first and "v2 -> v9" in first and "10.0%" in first
+    assert first.split()[-2:] == ["mlp", "0.600"]  # the family of the champion after the month
     last = next(line for line in lines if line.startswith("2009-03"))
     assert last.split()[-1] == "-"  # one label: no ROC AUC
 
@@ -69,6 +70,9 @@ def test_benchmark_section_states_the_goal_verdicts(tmp_path: Path) -> None:
         section
     )
     assert "![monthly ROC AUC](docs/replay.png)" in section
-    assert "| 2009-01 | 300 | 10.0% | 0.400 | 7 | yes | v2 -> v9 | 0.600 | 0.500 | 0.700 |" in (
-        section
+    # The family column survives the CSV, also where a month has none.
+    assert (
+        "| 2009-01 | 300 | 10.0% | 0.400 | 7 | yes | v2 -> v9 | mlp | 0.600 | 0.500 | 0.700 |"
+        in (section)
     )
+    assert "| 2009-03 | 75 | 50.0% | - | 0 |  | v9 |  | - | - | 0.900 |" in section

@@ -268,6 +268,9 @@ def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained
     assert after.version == before.version
     meta = result.asset_materializations_for_node("champion_model")[0].metadata
     assert meta["promoted"].value is False
+    assert meta["champion_version"].value == before.version
+    kept = trained.client.get_run(before.run_id).data.tags["family"]
+    assert meta["champion_family"].value == kept
     challenger = trained.client.get_model_version(MODEL_NAME, meta["challenger_version"].value)
     assert challenger.tags["promotion_promoted"] == "False"
     assert "the champion stays" in challenger.tags["promotion_reason"]

@@ -368,9 +368,10 @@ def champion_model(
     chosen = selection.candidate
     context.log.info("Challenger: %s", selection.reason)
     current = registry.champion_version(client)
+    current_tags = registry.run_tags(client, current) if current is not None else {}
     compared, compared_on = registry.comparison_rows(
         validation,
-        registry.trained_as_of(client, current) if current is not None else None,
+        current_tags.get("as_of"),
         current.version if current is not None else None,
     )
     challenger = registry.evaluate_version(chosen.model_version, validation, compared.index)
@@ -401,6 +402,11 @@ def champion_model(
         "decision": decision.reason,
         "promoted": decision.promoted,
         "champion_version": live.version if live is not None else "none",
+        "champion_family": (
+            chosen.family if decision.promoted else current_tags.get("family", "unknown")
+        )
+        if live is not None
+        else "none",
         "challenger_version": decision.challenger_version,
         "challenger_roc_auc": _number(decision.challenger_roc_auc),
         "previous_champion_version": decision.champion_version or "none",

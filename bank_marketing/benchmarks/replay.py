@@ -84,7 +84,10 @@ def replay(serve: bool, home: Path) -> Run:
 
 def read_months(path: Path) -> pd.DataFrame:
     """The replay's ``replay.csv``; versions stay text (a column with gaps would read as floats)."""
-    return pd.read_csv(path, dtype={"month": str, "scored_by": str, "champion_after": str})
+    return pd.read_csv(
+        path,
+        dtype={"month": str, "scored_by": str, "champion_after": str, "champion_family": str},
+    )
 
 
 def _dashboard_answers(url: str) -> bool:

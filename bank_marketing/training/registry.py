@@ -176,14 +176,17 @@ def comparison_rows(
     )
 
 
-def trained_as_of(client: MlflowClient, version: ModelVersion) -> str | None:
-    """The as-of month (``YYYY-MM``) of the round that trained ``version``, from its run's tags."""
+def run_tags(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
+    """The tags of the run that logged ``version`` (``as_of``, ``family``, ``window``, ...).
+
+    Empty when the run is gone: the promotion then compares on all validation rows.
+    """
     if not version.run_id:
-        return None
+        return {}
     try:
-        return client.get_run(version.run_id).data.tags.get("as_of")
+        return dict(client.get_run(version.run_id).data.tags)
     except MlflowException:
-        return None
+        return {}
 
 
 @dataclass(frozen=True)
