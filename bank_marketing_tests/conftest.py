@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.definitions import build_definitions
+from bank_marketing.replay import Replay, replay
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
 from bank_marketing.training.candidates import fit_candidate
@@ -138,6 +139,94 @@ def postgres_database(postgres_available: None) -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
+        admin.close()
+
+
+# A short replay on PostgreSQL: a first champion as of 2010-06, then three months monitored.
+REPLAY_FIRST_AS_OF, REPLAY_LAST_MONTH = "2010-06-01", "2010-09-01"
+REPLAYED_MONTHS = ["2010-07", "2010-08", "2010-09"]
+
+
+@dataclass(frozen=True)
+class ReplayedStack:
+    """The system after a short replay, laid out as the docker compose stack lays it out."""
+
+    databases: dict[str, str]  # "monitoring", "mlflow", "dagster" -> database name
+    environment: dict[str, str]  # what the replay ran with (training runs rebuild from it)
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    result: Replay
+    trainings: list[dg.RunRecord]  # the replay's own training runs, before any test adds one
+
+    def url(self, role: str) -> str:
+        """The SQLAlchemy URL of the ``role`` database."""
+        return f"postgresql://postgres@127.0.0.1:5432/{self.databases[role]}"
+
+
+@pytest.fixture(scope="session")
+def replayed_stack(
+    postgres_available: None, bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReplayedStack]:
+    """A short replay (no serving) into three fresh databases on the machine's PostgreSQL: the
+    monitoring tables, MLflow's backend store and Dagster's storage (the stack's dagster.yaml).
+
+    One replay for the session: the replay's own tests and Grafana's queries read the same one.
+    The databases are dropped at the end.
+    """
+    prefix = f"bank_marketing_replay_{uuid.uuid4().hex[:8]}"
+    databases = {role: f"{prefix}_{role}" for role in ("monitoring", "mlflow", "dagster")}
+    folder = tmp_path_factory.mktemp("replayed-stack")
+    dagster_home = folder / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    environment = {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": databases["dagster"],
+        "DAGSTER_HOME": str(dagster_home),
+        "BANK_MARKETING_HOME": str(folder / "home"),
+        "BANK_MARKETING_SOURCE": str(bank_full_path),
+        "BANK_MARKETING_DB_URL": f"postgresql://postgres@127.0.0.1:5432/{databases['monitoring']}",
+        "MLFLOW_TRACKING_URI": (
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{databases['mlflow']}"
+        ),
+    }
+    admin = psycopg2.connect(**POSTGRES)
+    admin.autocommit = True
+    tracking_uri = mlflow.get_tracking_uri()
+    try:
+        with admin.cursor() as cursor:
+            for name in databases.values():
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        with pytest.MonkeyPatch.context() as patch:
+            # The replay's training rounds rebuild the definitions from the environment.
+            for variable, value in environment.items():
+                patch.setenv(variable, value)
+            settings = Settings.from_env()
+            settings.prepare()
+            defs = build_definitions(settings)
+            instance = dg.DagsterInstance.from_config(str(dagster_home))
+            try:
+                result = replay(
+                    defs,
+                    instance,
+                    first_as_of=REPLAY_FIRST_AS_OF,
+                    last_month=REPLAY_LAST_MONTH,
+                    serve=False,
+                )
+                trainings = instance.get_run_records(dg.RunsFilter(job_name="training_job"))
+            except BaseException:
+                instance.dispose()
+                raise
+        with instance:
+            yield ReplayedStack(databases, environment, defs, instance, result, trainings)
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)
+        with admin.cursor() as cursor:
+            for name in databases.values():
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 

@@ -9,8 +9,6 @@ import hashlib
 import importlib.util
 import json
 import re
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,21 +18,23 @@ from types import ModuleType
 from typing import Any
 
 import dagster as dg
-import mlflow
 import psycopg2
 import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bank_marketing.definitions import build_definitions
-from bank_marketing.replay import replay
 from bank_marketing.resources import MonitoringDatabase
 from bank_marketing.runner import failure_message, run_training
 from bank_marketing.sensors import TRIGGER_TAG, RetrainPolicy, retrain_on_grafana_alert
 from bank_marketing.serving.webhook import create_webhook_router
-from bank_marketing.settings import Settings
-from bank_marketing_tests.conftest import POSTGRES, REPO
+from bank_marketing_tests.conftest import (
+    POSTGRES,
+    REPLAY_FIRST_AS_OF,
+    REPLAYED_MONTHS,
+    REPO,
+    ReplayedStack,
+)
 from bank_marketing_tests.test_sensors import notification, post, requested, tick
 
 GRAFANA = REPO / "grafana"
@@ -45,12 +45,13 @@ MONITORING, MLFLOW, DAGSTER = (
     "bank-marketing-mlflow",
     "bank-marketing-dagster",
 )
+# The database each datasource reads in the stack, and its role in the replayed stack.
 DATABASES = {MONITORING: "bank_marketing", MLFLOW: "mlflow", DAGSTER: "dagster"}
+DATASOURCE_ROLES = {MONITORING: "monitoring", MLFLOW: "mlflow", DAGSTER: "dagster"}
 # The only variables the provisioning may read from Grafana's environment.
 PROVISIONING_VARIABLES = {"GRAFANA_DB_USER", "GRAFANA_DB_PASSWORD", "BANK_MARKETING_WEBHOOK_TOKEN"}
-# A short replay: a first champion as of 2010-06, then two months monitored.
-FIRST_AS_OF, LAST_MONTH = "2010-06-01", "2010-08-01"
-REPLAYED = ["2010-07", "2010-08"]
+# The session's short replay (conftest.replayed_stack).
+FIRST_AS_OF, REPLAYED = REPLAY_FIRST_AS_OF, REPLAYED_MONTHS
 
 # What each panel's query returns, in order (the panels refer to these names).
 PANEL_COLUMNS = {
@@ -462,14 +463,25 @@ def test_an_alert_of_the_rule_in_grafanas_format_requests_one_retrain(tmp_path: 
 
 @dataclass(frozen=True)
 class Stack:
-    """The replayed system: one database per datasource, and its Dagster instance."""
+    """The replayed system, its databases by the uid of the datasource that reads them."""
 
-    databases: dict[str, str]  # datasource uid -> database name
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
+    replayed: ReplayedStack
+
+    @property
+    def defs(self) -> dg.Definitions:
+        return self.replayed.defs
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        return self.replayed.instance
+
+    @property
+    def monitoring_url(self) -> str:
+        return self.replayed.url("monitoring")
 
     def query(self, uid: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        connection = psycopg2.connect(**{**POSTGRES, "dbname": self.databases[uid]})
+        database = self.replayed.databases[DATASOURCE_ROLES[uid]]
+        connection = psycopg2.connect(**{**POSTGRES, "dbname": database})
         try:
             with connection, connection.cursor() as cursor:
                 cursor.execute(sql)
@@ -477,66 +489,15 @@ class Stack:
         finally:
             connection.close()
 
-    @property
-    def monitoring_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:5432/{self.databases[MONITORING]}"
-
 
 @pytest.fixture(scope="module")
-def stack(
-    postgres_available: None, bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """The stack's three databases (monitoring tables, MLflow's backend store, Dagster's
-    storage), fresh, after a short replay (no serving); dropped afterwards."""
-    prefix = f"bank_marketing_grafana_{uuid.uuid4().hex[:8]}"
-    databases = {uid: f"{prefix}_{name}" for uid, name in DATABASES.items()}
-    folder = tmp_path_factory.mktemp("grafana-stack")
-    dagster_home = folder / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    home = folder / "home"
-    admin = psycopg2.connect(**POSTGRES)
-    admin.autocommit = True
-    tracking_uri = mlflow.get_tracking_uri()
-    try:
-        with admin.cursor() as cursor:
-            for name in databases.values():
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        with pytest.MonkeyPatch.context() as patch:
-            # The replay's training rounds rebuild the definitions from the environment.
-            for variable, value in {
-                "DAGSTER_PG_HOST": "127.0.0.1",
-                "DAGSTER_PG_PORT": "5432",
-                "DAGSTER_PG_USER": "postgres",
-                "DAGSTER_PG_PASSWORD": "",
-                "DAGSTER_PG_DB": databases[DAGSTER],
-                "DAGSTER_HOME": str(dagster_home),
-                "BANK_MARKETING_HOME": str(home),
-                "BANK_MARKETING_SOURCE": str(bank_full_path),
-                "BANK_MARKETING_DB_URL": (
-                    f"postgresql://postgres@127.0.0.1:5432/{databases[MONITORING]}"
-                ),
-                "MLFLOW_TRACKING_URI": (
-                    f"postgresql+psycopg2://postgres@127.0.0.1:5432/{databases[MLFLOW]}"
-                ),
-            }.items():
-                patch.setenv(variable, value)
-            settings = Settings.from_env()
-            settings.prepare()
-            defs = build_definitions(settings)
-            with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-                assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-                result = replay(
-                    defs, instance, first_as_of=FIRST_AS_OF, last_month=LAST_MONTH, serve=False
-                )
-                assert [month.month for month in result.months] == REPLAYED
-                yield Stack(databases, defs, instance)
-    finally:
-        mlflow.set_tracking_uri(tracking_uri)
-        with admin.cursor() as cursor:
-            for name in databases.values():
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def stack(replayed_stack: ReplayedStack) -> Iterator[Stack]:
+    """The session's short replay (conftest), with its environment set: a training run started
+    here rebuilds the definitions from it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in replayed_stack.environment.items():
+            patch.setenv(variable, value)
+        yield Stack(replayed_stack)
 
 
 def dashboard_range() -> tuple[datetime, datetime]:
