@@ -187,6 +187,12 @@ def test_the_tolerance_is_the_best_candidates_own_standard_error() -> None:
     assert "no other candidate is within 1 standard error(s) (0.0040)" in chosen.reason
 
 
+def test_an_unknown_standard_error_keeps_the_best() -> None:
+    best = _record("14", 0.72, "xgboost", standard_error=float("nan"))
+    chosen = select(rank([best, *ROUND[1:]]), standard_errors=1.0)
+    assert chosen.candidate.model_version == "14"
+
+
 def test_a_lead_larger_than_the_tolerance_keeps_the_best() -> None:
     chosen = select(rank(ROUND), standard_errors=0.5)
     assert (

@@ -402,11 +402,7 @@ def champion_model(
         "decision": decision.reason,
         "promoted": decision.promoted,
         "champion_version": live.version if live is not None else "none",
-        "champion_family": (
-            chosen.family if decision.promoted else current_tags.get("family", "unknown")
-        )
-        if live is not None
-        else "none",
+        "champion_family": _champion_family(live, decision, chosen, current_tags),
         "challenger_version": decision.challenger_version,
         "challenger_roc_auc": _number(decision.challenger_roc_auc),
         "previous_champion_version": decision.champion_version or "none",
@@ -449,6 +445,20 @@ def champion_model(
         ),
         metadata=metadata,
     )
+
+
+def _champion_family(
+    live: registry.Evaluation | None,
+    decision: registry.Decision,
+    chosen: CandidateRecord,
+    champion_tags: dict[str, str],
+) -> str:
+    """The family of the champion after the round, from the run tags of the one that stayed."""
+    if live is None:
+        return "none"
+    if decision.promoted:
+        return chosen.family
+    return champion_tags.get("family", "unknown")
 
 
 def _unsound(live: registry.Evaluation | None, floor: float) -> str | None:

@@ -281,7 +281,9 @@ def select(
     best = ranked[0]
     best_auc = best.validation_metrics["roc_auc"]
     tolerance = standard_errors * best.validation_roc_auc_standard_error
-    within = [c for c in ranked if c.validation_metrics["roc_auc"] >= best_auc - tolerance]
+    within = [
+        c for c in ranked if c is best or c.validation_metrics["roc_auc"] >= best_auc - tolerance
+    ]
     place = {family: index for index, family in enumerate(order)}
     chosen = min(within, key=lambda c: place.get(c.family, len(place)))
     if chosen is best:

@@ -93,11 +93,11 @@ def log_candidate(
     Besides the metrics of both splits, the run logs ``validation_roc_auc_standard_error``: the
     standard error of the validation ROC AUC by a bootstrap over the validation's call days.
     """
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_candidate needs an active MLflow run to nest the candidate under")
     standard_error = roc_auc_standard_error(
         labels(validation), fitted.validation_probability, call_days(validation)
     )
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_candidate needs an active MLflow run to nest the candidate under")
     with (
         warnings.catch_warnings(),
         mlflow.start_run(
