@@ -240,6 +240,25 @@ def test_missing_reference_data_is_a_clear_error(monitored: Monitored, tmp_path:
     pd.testing.assert_frame_equal(monitored.db.read_drift_reports(date(2008, 10, 1)), before)
 
 
+def test_without_a_champion_nothing_is_scored_and_the_error_says_why(
+    monitored: Monitored,
+) -> None:
+    assert monitor(monitored, SMALL).success
+    before = monitored.db.read_predictions(date(2008, 10, 1))
+    monitored.client.delete_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS)
+    try:
+        result = monitor(monitored, SMALL)
+    finally:
+        monitored.client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, "1")
+
+    assert not result.success
+    message = failure_message(result)
+    assert "no champion to monitor: models:/bank-marketing@champion at " in message, message
+    assert "is not set; train one first (training_job)" in message
+    assert not result.asset_materializations_for_node("predictions")
+    pd.testing.assert_frame_equal(monitored.db.read_predictions(date(2008, 10, 1)), before)
+
+
 def test_an_unreachable_database_fails_the_run_and_records_nothing(monitored: Monitored) -> None:
     down = MonitoringDatabase(
         url="postgresql+psycopg2://postgres@127.0.0.1:9/monitoring?connect_timeout=3",

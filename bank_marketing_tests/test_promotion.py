@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from bank_marketing.training.registry import (
     Decision,
+    NoChampion,
     comparison_rows,
     decide,
     rank,
+    require_champion,
     select,
 )
 from bank_marketing.training.tracking import CandidateRecord
@@ -219,3 +223,16 @@ def test_an_unknown_family_in_the_order_is_refused_by_name() -> None:
 def test_the_choice_is_recorded_with_the_decision() -> None:
     tags = _decide(selection="logistic_regression v11 ... is the simplest").as_tags()
     assert tags["promotion_selection"] == "logistic_regression v11 ... is the simplest"
+
+
+def test_the_champion_is_required_by_name_where_there_is_none(
+    tmp_path: Path, registry: str
+) -> None:
+    empty = MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(NoChampion) as raised:
+        require_champion(empty)
+    assert str(raised.value) == (
+        f"models:/bank-marketing@champion at {empty.tracking_uri} is not set; train one first "
+        f"(training_job)"
+    )
+    assert require_champion(MlflowClient(registry)) == "1"

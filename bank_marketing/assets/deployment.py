@@ -13,7 +13,6 @@ from pydantic import Field
 from bank_marketing.assets.training import champion_model
 from bank_marketing.resources import ServingCluster
 from bank_marketing.training import registry
-from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 
 
@@ -60,17 +59,9 @@ def production_deployment(
 
 def _champion_version(tracking_uri: str) -> str:
     try:
-        current = registry.champion_version(MlflowClient(tracking_uri))
-    except MlflowException as error:
-        raise dg.Failure(
-            f"cannot read models:/{MODEL_NAME}@{CHAMPION_ALIAS} at {tracking_uri}: {error.message}"
-        ) from error
-    if current is None:
-        raise dg.Failure(
-            f"no champion to serve: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not set at "
-            f"{tracking_uri}; train one first (training_job)"
-        )
-    return str(current.version)
+        return registry.require_champion(MlflowClient(tracking_uri))
+    except registry.NoChampion as error:
+        raise dg.Failure(f"no champion to serve: {error}") from error
 
 
 def _check_version_exists(tracking_uri: str, version: str) -> None:

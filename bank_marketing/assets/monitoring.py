@@ -25,8 +25,8 @@ from bank_marketing.monitoring.reference import ReferenceDataMissing, load_refer
 from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
 from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import MonitoringDatabase
-from bank_marketing.serving.model import LoadedModel, alias_version, load_version
-from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.serving.model import LoadedModel, load_version
+from bank_marketing.training import registry
 from bank_marketing.training.tracking import MODEL_NAME
 
 GROUP = "monitoring"
@@ -302,12 +302,10 @@ def _write(db: MonitoringDatabase, what: str, write: Callable[[], T]) -> T:
 def _champion_version(client: MlflowClient) -> str:
     """The version the champion alias points at now."""
     try:
-        return alias_version(client)
-    except MlflowException as error:
+        return registry.require_champion(client)
+    except registry.NoChampion as error:
         raise dg.Failure(
-            description=f"no champion to monitor: models:/{MODEL_NAME}@{CHAMPION_ALIAS} is not "
-            f"set at {client.tracking_uri} ({error.message}); train one first (training_job)",
-            allow_retries=False,
+            description=f"no champion to monitor: {error}", allow_retries=False
         ) from error
 
 

@@ -232,12 +232,29 @@ def evaluate_version(
 
 
 def champion_version(client: MlflowClient) -> ModelVersion | None:
+    """The version the champion alias points at; None when it is not set."""
     try:
         return client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+class NoChampion(LookupError):
+    """There is no champion to use: the alias is not set, or the registry cannot be read."""
+
+
+def require_champion(client: MlflowClient) -> str:
+    """The version the champion alias points at; :class:`NoChampion` says why there is none."""
+    where = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS} at {client.tracking_uri}"
+    try:
+        current = champion_version(client)
+    except MlflowException as error:
+        raise NoChampion(f"cannot read {where}: {error.message}") from error
+    if current is None:
+        raise NoChampion(f"{where} is not set; train one first (training_job)")
+    return str(current.version)
 
 
 def rank(candidates: Sequence[CandidateRecord]) -> list[CandidateRecord]:
