@@ -161,6 +161,11 @@ def test_call_days_join_the_recovered_month_and_the_day() -> None:
     assert call_days(frame).iloc[[0, 29]].tolist() == ["2009-01-01", "2009-02-02"]
 
 
+def test_call_days_name_the_missing_column() -> None:
+    with pytest.raises(ValueError, match="the frame has no contact_month column"):
+        call_days(pd.DataFrame({"day": [1, 2]}))
+
+
 def test_split_by_day_needs_more_days_than_folds() -> None:
     frame = _calls(days=4, per_day=20)
     with pytest.raises(TrainingDataError, match=r"no month with 5 call days or more: too few"):

@@ -48,6 +48,12 @@ def assemble_window(
 
 def call_days(frame: pd.DataFrame) -> pd.Series:
     """Each contact's call day (``YYYY-MM-DD``), from its recovered month and its ``day``."""
+    missing = [name for name in ("contact_month", "day") if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"call days need each contact's recovered month and day; the frame has no "
+            f"{' or '.join(missing)} column (the contacts asset adds contact_month)"
+        )
     return frame["contact_month"].dt.strftime("%Y-%m-") + frame["day"].astype(int).map(
         "{:02d}".format
     )
