@@ -176,15 +176,9 @@ def replayed_stack(
     prefix = f"bank_marketing_replay_{uuid.uuid4().hex[:8]}"
     databases = {role: f"{prefix}_{role}" for role in ("monitoring", "mlflow", "dagster")}
     folder = tmp_path_factory.mktemp("replayed-stack")
-    dagster_home = folder / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    dagster_home, dagster_pg = stack_dagster_home(folder, databases["dagster"])
     environment = {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": databases["dagster"],
+        **dagster_pg,
         "DAGSTER_HOME": str(dagster_home),
         "BANK_MARKETING_HOME": str(folder / "home"),
         "BANK_MARKETING_SOURCE": str(bank_full_path),
@@ -235,18 +229,25 @@ def postgres_dagster_home(
     postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """A DAGSTER_HOME with the stack's dagster.yaml, its DAGSTER_PG_* set to the fresh database."""
-    dagster_home = tmp_path / "dagster_home"
+    dagster_home, environment = stack_dagster_home(tmp_path, postgres_database)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return dagster_home
+
+
+def stack_dagster_home(folder: Path, database: str) -> tuple[Path, dict[str, str]]:
+    """``folder/dagster_home`` with the stack's dagster.yaml, and the DAGSTER_PG_* variables that
+    point it at ``database`` on the machine's PostgreSQL."""
+    dagster_home = folder / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    for name, value in {
+    return dagster_home, {
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": "5432",
         "DAGSTER_PG_USER": "postgres",
         "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
-    }.items():
-        monkeypatch.setenv(name, value)
-    return dagster_home
+        "DAGSTER_PG_DB": database,
+    }
 
 
 @pytest.fixture(scope="session")
