@@ -113,9 +113,15 @@ class ModelInputs(dg.ConfigurableResource):
         description="UCI column names; 'duration' and 'y' are known only after the call and "
         "refused. The default follows the original project.",
     )
+    day_of_year: bool = Field(
+        default=False,
+        description="Also derive the day of the year from month and day inside the model (needs "
+        "both columns). Helps gradient boosting on a random split of all data; on the monthly "
+        "windows it helps some families and hurts others (BENCHMARKS.md), so it is off.",
+    )
 
     def checked(self) -> list[str]:
-        check_inputs(self.columns)
+        check_inputs(self.columns, day_of_year=self.day_of_year)
         return list(self.columns)
 
 

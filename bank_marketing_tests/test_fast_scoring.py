@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -21,9 +23,10 @@ from sklearn.preprocessing import (
 
 from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.contract import record_model
-from bank_marketing.serving.model import LoadedModel, compile_featurizer
+from bank_marketing.serving.model import LoadedModel, compile_featurizer, load_version
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS, build_pipeline, labels
+from bank_marketing.training.tracking import ensure_experiment, log_candidate
 
 FAMILIES = {
     "xgboost": {"n_estimators": 60, "learning_rate": 0.1, "max_depth": 4,
@@ -75,11 +78,22 @@ def _expected(model: LoadedModel, records: list[dict[str, Any]]) -> np.ndarray:
     return model.pipeline.predict_proba(frame)[:, 1]
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+# Each family, and a scaled and an unscaled one that derive the day of the year.
+VARIANTS = [*sorted(FAMILIES), "logistic_regression+day_of_year", "xgboost+day_of_year"]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
 def fitted(request: pytest.FixtureRequest, contacts: pd.DataFrame) -> LoadedModel:
     frame = contacts.iloc[:6000]
-    family = request.param
-    candidate = fit_candidate(family, FAMILIES[family], DEFAULT_INPUTS, frame, frame.iloc[:500])
+    family, _, derived = request.param.partition("+")
+    candidate = fit_candidate(
+        family,
+        FAMILIES[family],
+        DEFAULT_INPUTS,
+        frame,
+        frame.iloc[:500],
+        day_of_year=bool(derived),
+    )
     return _model(candidate.pipeline)
 
 
@@ -108,6 +122,7 @@ UNRECOGNISED = [
     ("boolean number", {"previous": True}),
     ("missing number", {"balance": None}),
     ("NaN number", {"balance": float("nan")}),
+    ("day as a string", {"day": "5"}),
 ]
 
 
@@ -194,3 +209,46 @@ def test_the_training_pipeline_is_recognised_without_fitting_twice(contacts: pd.
     assert compile_featurizer(pipeline, DEFAULT_INPUTS) is None  # not fitted yet
     pipeline.fit(frame, y)
     assert compile_featurizer(pipeline, DEFAULT_INPUTS) is not None
+
+
+def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
+    contacts: pd.DataFrame,
+    served_records: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """skops must trust DayOfYear, and the loaded pipeline must still compile exactly."""
+    frame = contacts.iloc[:6000].assign(contact_month=pd.Timestamp("2008-05-01"))
+    train, validation = frame.iloc[:5000], frame.iloc[5000:]
+    fitted = fit_candidate(
+        "xgboost", FAMILIES["xgboost"], DEFAULT_INPUTS, train, validation, day_of_year=True
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(
+            experiment_id=ensure_experiment("day-of-year", (tmp_path / "artifacts").as_uri())
+        )
+        with mlflow.start_run(run_name="round"):
+            record = log_candidate(
+                fitted,
+                params=FAMILIES["xgboost"],
+                inputs=list(DEFAULT_INPUTS),
+                train=train,
+                validation=validation,
+                tags={"as_of": "2008-05", "window": "2008-05..2008-05"},
+                data_source="bank-full.csv",
+            )
+        client = MlflowClient(uri)
+        assert client.get_run(record.run_id).data.params["day_of_year"] == "True"
+        model = load_version(client, record.model_version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert model.featurizer is not None and model.featurizer.day_of_year is not None
+    records = served_records[:1000]
+    assert np.array_equal(
+        model.predict_records(records),
+        fitted.pipeline.predict_proba(
+            pd.DataFrame.from_records(records, columns=list(DEFAULT_INPUTS))
+        )[:, 1],
+    )

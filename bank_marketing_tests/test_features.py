@@ -8,7 +8,14 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from bank_marketing.training.features import DEFAULT_INPUTS, build_pipeline, check_inputs, labels
+from bank_marketing.resources import ModelInputs
+from bank_marketing.training.features import (
+    DEFAULT_INPUTS,
+    DayOfYear,
+    build_pipeline,
+    check_inputs,
+    labels,
+)
 
 
 def _records(rows: int, jobs: list[str], seed: int = 0) -> pd.DataFrame:
@@ -97,3 +104,34 @@ def test_encoded_width_does_not_depend_on_the_categories_seen() -> None:
 def test_labels_are_one_for_yes_and_zero_for_no() -> None:
     frame = pd.DataFrame({"y": ["yes", "no", "no", "yes"]})
     assert labels(frame).tolist() == [1, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("month", "day", "expected"),
+    [("jan", 1, 1), ("feb", 28, 59), ("mar", 1, 60), ("jun", 15, 166), ("dec", 31, 365)],
+)
+def test_day_of_year_counts_from_the_first_of_january(month: str, day: int, expected: int) -> None:
+    frame = pd.DataFrame({"month": [month], "day": [day]})
+    assert DayOfYear().fit(frame).transform(frame).tolist() == [[expected]]
+
+
+def test_day_of_year_names_a_month_it_cannot_place() -> None:
+    frame = pd.DataFrame({"month": ["may", "Sept", "jun"], "day": [1, 2, 3]})
+    with pytest.raises(ValueError, match=r"month must be one of .*got \['Sept'\]"):
+        DayOfYear().fit(frame).transform(frame)
+
+
+def test_a_pipeline_with_the_day_of_year_adds_one_feature_and_needs_month_and_day() -> None:
+    train = _records(40, ["admin.", "technician"])
+    pipeline = build_pipeline(
+        DEFAULT_INPUTS, LogisticRegression(max_iter=500), scale_numeric=True, day_of_year=True
+    ).fit(train, labels(train))
+    names = list(pipeline[:-1].get_feature_names_out())
+    assert names[-1] == "day_of_year"
+    assert len(names) == len(_fitted(train)[:-1].get_feature_names_out()) + 1
+    without_day = [name for name in DEFAULT_INPUTS if name != "day"]
+    with pytest.raises(ValueError, match=r"inputs lack \['day'\]"):
+        build_pipeline(without_day, LogisticRegression(), scale_numeric=True, day_of_year=True)
+    with pytest.raises(ValueError, match=r"inputs lack \['month'\]"):
+        ModelInputs(columns=["age", "day"], day_of_year=True).checked()
+    assert ModelInputs(columns=["age", "day"]).checked() == ["age", "day"]

@@ -247,7 +247,14 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
         train = training_set[training_set["split"] == TRAIN].drop(columns="split")
         validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
         fitted = fit_candidate(
-            family, params, inputs, train, validation, max_train_rows=max_rows, seed=seed
+            family,
+            params,
+            inputs,
+            train,
+            validation,
+            max_train_rows=max_rows,
+            seed=seed,
+            day_of_year=model_inputs.day_of_year,
         )
         as_of = pd.Timestamp(context.partition_key)
         source = raw_source(context).get("location", "contacts")

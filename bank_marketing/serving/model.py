@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from bank_marketing.data.fields import FIELDS_BY_NAME
+from bank_marketing.training.features import CALENDAR_INPUTS, DAYS_BEFORE_MONTH, DayOfYear
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Featurizer:
     """A fitted ColumnTransformer as lookups: numeric columns copied (and scaled), one-hot
-    categories set by position. ``transform`` returns None for any record it does not recognise.
+    categories set by position, the day of the year summed from month and day. ``transform``
+    returns None for any record it does not recognise.
     """
 
     width: int
@@ -46,6 +48,8 @@ class Featurizer:
     categorical: tuple[tuple[str, dict[str, int]], ...]
     # (output positions, mean or None, scale or None) of each StandardScaler.
     scalers: tuple[tuple[np.ndarray, np.ndarray | None, np.ndarray | None], ...] = ()
+    # Output position of the day of the year, when the pipeline derives it.
+    day_of_year: int | None = None
 
     def transform(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
         """The feature matrix of ``records``, or None when a value is not one it knows."""
@@ -64,6 +68,11 @@ class Featurizer:
                 if type(value) is not str or value not in positions:
                     return None
                 row[positions[value]] = 1.0
+            if self.day_of_year is not None:
+                month, day = record.get("month"), record.get("day")
+                if type(day) is not int or month not in DAYS_BEFORE_MONTH:
+                    return None
+                row[self.day_of_year] = DAYS_BEFORE_MONTH[month] + day
             rows.append(row)
         features = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
         for positions, mean, scale in self.scalers:
@@ -81,7 +90,7 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
 
     Recognised: a Pipeline whose first step is a dense ColumnTransformer over named input columns
     of numeric passthrough, StandardScaler and OneHotEncoder (no drop, no infrequent categories)
-    transformers; dropped columns are ignored.
+    transformers, and ``DayOfYear`` (scaled or not); dropped columns are ignored.
     """
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
         return None
@@ -93,6 +102,7 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
     numeric: list[tuple[str, int]] = []
     categorical: list[tuple[str, dict[str, int]]] = []
     scalers = []
+    day_of_year = None
     width = 0
     for name, transformer, columns in preprocess.transformers_:
         if transformer == "drop":
@@ -114,6 +124,15 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
                 scale = transformer.scale_ if transformer.with_std else None
                 positions = np.arange(where.start, where.stop)
                 scalers.append((positions, mean, scale))
+        elif list(columns) == list(CALENDAR_INPUTS) and _derives_day_of_year(transformer):
+            if where.stop - where.start != 1:
+                return None
+            day_of_year = where.start
+            if isinstance(transformer, Pipeline):
+                scaler = transformer.steps[1][1]
+                mean = scaler.mean_ if scaler.with_mean else None
+                scale = scaler.scale_ if scaler.with_std else None
+                scalers.append((np.arange(where.start, where.stop), mean, scale))
         elif isinstance(transformer, OneHotEncoder):
             if transformer.drop_idx_ is not None or getattr(
                 transformer, "_infrequent_enabled", False
@@ -129,9 +148,10 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
                 return None
         else:
             return None
-    if width != len(numeric) + sum(len(p) for _, p in categorical):
+    derived = 0 if day_of_year is None else 1
+    if width != len(numeric) + sum(len(p) for _, p in categorical) + derived:
         return None
-    featurizer = Featurizer(width, tuple(numeric), tuple(categorical), tuple(scalers))
+    featurizer = Featurizer(width, tuple(numeric), tuple(categorical), tuple(scalers), day_of_year)
     return featurizer if _reproduces(featurizer, pipeline, inputs) else None
 
 
@@ -143,6 +163,18 @@ def _is_identity(transformer: Any) -> bool:
         type(transformer) is FunctionTransformer
         and transformer.func is None
         and not transformer.validate
+    )
+
+
+def _derives_day_of_year(transformer: Any) -> bool:
+    """``DayOfYear``, alone or followed by a StandardScaler."""
+    if type(transformer) is DayOfYear:
+        return True
+    return (
+        isinstance(transformer, Pipeline)
+        and len(transformer.steps) == 2
+        and type(transformer.steps[0][1]) is DayOfYear
+        and type(transformer.steps[1][1]) is StandardScaler
     )
 
 

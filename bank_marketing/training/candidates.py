@@ -28,6 +28,8 @@ class FittedCandidate:
     train_rows_capped: bool
     # The pipeline's probabilities for the validation rows, in their order.
     validation_probability: np.ndarray
+    # Whether the pipeline derives the day of the year from month and day.
+    day_of_year: bool = False
 
 
 def fit_candidate(
@@ -39,15 +41,21 @@ def fit_candidate(
     *,
     max_train_rows: int | None = None,
     seed: int = 0,
+    day_of_year: bool = False,
 ) -> FittedCandidate:
-    """Fit ``family`` with ``params`` on ``train`` (capped, stratified, when too slow to fit)."""
+    """Fit ``family`` with ``params`` on ``train`` (capped, stratified, when too slow to fit).
+
+    ``day_of_year``: derive the day of the year from month and day inside the pipeline.
+    """
     capped = max_train_rows is not None and len(train) > max_train_rows
     if capped:
         train = train.groupby(LABEL, group_keys=False).sample(
             frac=max_train_rows / len(train), random_state=seed
         )
     estimator = BUILDERS[family](**params, seed=seed)
-    pipeline = build_pipeline(inputs, estimator, scale_numeric=family in SCALED)
+    pipeline = build_pipeline(
+        inputs, estimator, scale_numeric=family in SCALED, day_of_year=day_of_year
+    )
     y_train = labels(train)
     weights = sample_weights(family, str(params.get("class_weight", "none")), y_train)
     fit_params = {} if weights is None else {"model__sample_weight": weights}
@@ -64,6 +72,7 @@ def fit_candidate(
         train_rows=len(train),
         train_rows_capped=capped,
         validation_probability=validation_probability,
+        day_of_year=day_of_year,
     )
 
 

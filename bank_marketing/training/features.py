@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bank_marketing.data.fields import FIELDS_BY_NAME, LABEL
+from bank_marketing.data.fields import FIELDS_BY_NAME, LABEL, MONTHS
 
 # The original project's inputs; marital, education, default, loan and duration are left out.
 DEFAULT_INPUTS: tuple[str, ...] = (
@@ -25,8 +25,43 @@ DEFAULT_INPUTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def check_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The numeric and categorical inputs, refusing unknown columns and after-the-call fields."""
+# The day of the year before each month's first day, in a year without 29 February.
+DAYS_BEFORE_MONTH: dict[str, int] = dict(
+    zip(MONTHS, np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30]).tolist(), strict=True)
+)
+CALENDAR_INPUTS = ("month", "day")
+
+
+class DayOfYear(TransformerMixin, BaseEstimator):
+    """The day of the year of each call (1 to 365), from its ``month`` name and ``day``."""
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> DayOfYear:
+        self.n_features_in_ = len(CALENDAR_INPUTS)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        frame = pd.DataFrame(X, columns=list(CALENDAR_INPUTS))
+        before = frame["month"].map(DAYS_BEFORE_MONTH)
+        unknown = frame["month"][before.isna()]
+        if len(unknown):
+            raise ValueError(
+                f"month must be one of {list(MONTHS)} to derive the day of the year; got "
+                f"{sorted(set(map(str, unknown)))[:5]}"
+            )
+        day = pd.to_numeric(frame["day"], errors="raise")
+        return (before + day).to_numpy(dtype=np.float64).reshape(-1, 1)
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.array(["day_of_year"], dtype=object)
+
+
+def check_inputs(
+    inputs: Sequence[str], *, day_of_year: bool = False
+) -> tuple[list[str], list[str]]:
+    """The numeric and categorical inputs, refusing unknown columns and after-the-call fields.
+
+    With ``day_of_year``, also refuses inputs that lack the month or the day it is derived from.
+    """
     unknown = [name for name in inputs if name not in FIELDS_BY_NAME]
     if unknown:
         raise ValueError(f"unknown input column(s) {unknown}; choose from {list(FIELDS_BY_NAME)}")
@@ -38,16 +73,29 @@ def check_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
         )
     if len(set(inputs)) != len(inputs) or not inputs:
         raise ValueError(f"inputs must be a non-empty list without repeats: {list(inputs)}")
+    missing = [name for name in CALENDAR_INPUTS if name not in inputs]
+    if day_of_year and missing:
+        raise ValueError(
+            f"the day of the year is derived from month and day, and the inputs lack {missing}"
+        )
     numeric = [name for name in inputs if FIELDS_BY_NAME[name].is_numeric]
     categorical = [name for name in inputs if not FIELDS_BY_NAME[name].is_numeric]
     return numeric, categorical
 
 
 def build_pipeline(
-    inputs: Sequence[str], estimator: BaseEstimator, *, scale_numeric: bool
+    inputs: Sequence[str],
+    estimator: BaseEstimator,
+    *,
+    scale_numeric: bool,
+    day_of_year: bool = False,
 ) -> Pipeline:
-    """Preprocessing plus ``estimator``, taking a frame of raw contact records."""
-    numeric, categorical = check_inputs(inputs)
+    """Preprocessing plus ``estimator``, taking a frame of raw contact records.
+
+    ``day_of_year`` adds the feature ``DayOfYear`` derives from ``month`` and ``day`` (both must
+    be inputs), scaled like the other numbers.
+    """
+    numeric, categorical = check_inputs(inputs, day_of_year=day_of_year)
     encoder = OneHotEncoder(
         categories=[list(FIELDS_BY_NAME[name].categories or ()) for name in categorical],
         handle_unknown="ignore",
@@ -58,6 +106,11 @@ def build_pipeline(
     if numeric:
         transformers.insert(
             0, ("numeric", StandardScaler() if scale_numeric else "passthrough", numeric)
+        )
+    if day_of_year:
+        calendar = Pipeline([("derive", DayOfYear()), ("scale", StandardScaler())])
+        transformers.append(
+            ("day_of_year", calendar if scale_numeric else DayOfYear(), list(CALENDAR_INPUTS))
         )
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
     return Pipeline([("preprocess", preprocess), ("model", estimator)])

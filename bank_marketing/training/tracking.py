@@ -37,6 +37,7 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.model_selection._split.StratifiedKFold",  # the SVC calibration's shuffled folds
+    "bank_marketing.training.features.DayOfYear",  # with model_inputs.day_of_year
 ]
 REFERENCE_ARTIFACT = "reference/validation.parquet"
 INPUT_EXAMPLE_ROWS = 5
@@ -114,6 +115,7 @@ def log_candidate(
             {
                 **params,
                 "inputs": ",".join(inputs),
+                "day_of_year": fitted.day_of_year,
                 "train_rows": fitted.train_rows,
                 "train_rows_capped": fitted.train_rows_capped,
                 "validation_rows": len(validation),
