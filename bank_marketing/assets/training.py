@@ -189,12 +189,15 @@ class RandomForestConfig(CandidateConfig):
 
 
 class XGBoostConfig(CandidateConfig):
-    n_estimators: int = Field(default=1000, ge=1, description="Boosting rounds.")
-    learning_rate: float = Field(default=0.03, gt=0, description="Shrinkage per round.")
+    # Chosen by 5-fold cross-validation over all contacts and checked on seven monthly windows
+    # (2009-03..2010-09, validation by call day): against 1,000 rounds at 0.03 with leaves of 5 and
+    # 60 % of the columns, better on six windows by 0.01 to 0.03 ROC AUC, equal in cross-validation.
+    n_estimators: int = Field(default=2000, ge=1, description="Boosting rounds.")
+    learning_rate: float = Field(default=0.01, gt=0, description="Shrinkage per round.")
     max_depth: int = Field(default=5, ge=1, description="Depth of each tree.")
-    min_child_weight: float = Field(default=5.0, ge=0, description="Smallest leaf weight.")
+    min_child_weight: float = Field(default=10.0, ge=0, description="Smallest leaf weight.")
     subsample: float = Field(default=0.8, gt=0, le=1, description="Rows sampled per tree.")
-    colsample_bytree: float = Field(default=0.6, gt=0, le=1, description="Columns per tree.")
+    colsample_bytree: float = Field(default=0.5, gt=0, le=1, description="Columns per tree.")
     reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularization.")
     n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
 
