@@ -117,7 +117,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 reports_dir=str(settings.reports_dir),
             ),
             "mlflow": mlflow,
-            "model_inputs": ModelInputs(),
+            "model_inputs": ModelInputs.from_env(),
             "retrain_policy": RetrainPolicy.from_env(),
             "serving": ServingCluster(
                 dashboard_url=settings.ray_dashboard_url,

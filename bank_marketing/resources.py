@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -105,20 +106,46 @@ class MonitoringDatabase(dg.ConfigurableResource):
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
 
+ENV_MODEL_INPUTS = "BANK_MARKETING_MODEL_INPUTS"
+ENV_DAY_OF_YEAR = "BANK_MARKETING_DAY_OF_YEAR"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 class ModelInputs(dg.ConfigurableResource):
     """The contact fields every candidate model takes as input (its signature for serving)."""
 
     columns: list[str] = Field(
         default=list(DEFAULT_INPUTS),
-        description="UCI column names; 'duration' and 'y' are known only after the call and "
-        "refused. The default follows the original project.",
+        description=f"UCI column names ({ENV_MODEL_INPUTS}, comma-separated); 'duration' and 'y' "
+        "are known only after the call and refused. The default follows the original project.",
     )
     day_of_year: bool = Field(
         default=False,
-        description="Also derive the day of the year from month and day inside the model (needs "
-        "both columns). Helps gradient boosting on a random split of all data; on the monthly "
-        "windows it helps some families and hurts others (BENCHMARKS.md), so it is off.",
+        description=f"Also derive the day of the year from month and day inside the model "
+        f"({ENV_DAY_OF_YEAR}; needs both columns). Helps gradient boosting on a random split of "
+        "all data; on the monthly windows it helps some families and hurts others "
+        "(BENCHMARKS.md), so it is off.",
     )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelInputs:
+        """The inputs set in ``BANK_MARKETING_MODEL_INPUTS`` and ``_DAY_OF_YEAR``, checked."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        columns = env.get(ENV_MODEL_INPUTS, "")
+        if columns.strip():
+            values["columns"] = [name.strip() for name in columns.split(",") if name.strip()]
+        flag = env.get(ENV_DAY_OF_YEAR, "").strip()
+        if flag:
+            if flag.lower() not in _BOOLEANS:
+                raise ValueError(f"{ENV_DAY_OF_YEAR}={flag!r} is not one of {sorted(_BOOLEANS)}")
+            values["day_of_year"] = _BOOLEANS[flag.lower()]
+        inputs = cls(**values)
+        try:
+            inputs.checked()
+        except ValueError as error:
+            raise ValueError(f"{ENV_MODEL_INPUTS}/{ENV_DAY_OF_YEAR}: {error}") from error
+        return inputs
 
     def checked(self) -> list[str]:
         check_inputs(self.columns, day_of_year=self.day_of_year)

@@ -135,3 +135,24 @@ def test_a_pipeline_with_the_day_of_year_adds_one_feature_and_needs_month_and_da
     with pytest.raises(ValueError, match=r"inputs lack \['month'\]"):
         ModelInputs(columns=["age", "day"], day_of_year=True).checked()
     assert ModelInputs(columns=["age", "day"]).checked() == ["age", "day"]
+
+
+def test_model_inputs_come_from_the_environment_and_are_checked_there() -> None:
+    assert ModelInputs.from_env({}) == ModelInputs()
+    inputs = ModelInputs.from_env(
+        {
+            "BANK_MARKETING_MODEL_INPUTS": " age, month ,day,loan",
+            "BANK_MARKETING_DAY_OF_YEAR": "true",
+        }
+    )
+    assert inputs.columns == ["age", "month", "day", "loan"]
+    assert inputs.day_of_year is True
+    assert ModelInputs.from_env({"BANK_MARKETING_DAY_OF_YEAR": "0"}).day_of_year is False
+    with pytest.raises(ValueError, match=r"BANK_MARKETING_DAY_OF_YEAR='maybe' is not one of"):
+        ModelInputs.from_env({"BANK_MARKETING_DAY_OF_YEAR": "maybe"})
+    with pytest.raises(ValueError, match=r"BANK_MARKETING_MODEL_INPUTS.*\['duration'\].*after"):
+        ModelInputs.from_env({"BANK_MARKETING_MODEL_INPUTS": "age,duration"})
+    with pytest.raises(ValueError, match=r"BANK_MARKETING_DAY_OF_YEAR: .*lack \['day'\]"):
+        ModelInputs.from_env(
+            {"BANK_MARKETING_MODEL_INPUTS": "age,month", "BANK_MARKETING_DAY_OF_YEAR": "yes"}
+        )

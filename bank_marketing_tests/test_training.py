@@ -45,8 +45,10 @@ pytestmark = pytest.mark.integration
 
 AS_OF = "2009-06-01"
 MONTHS = [k for k in monthly_partitions.get_partition_keys() if k <= "2009-07-01"]
+ALL_INPUTS = ["age", "job", "marital", "education", "default", "balance", "housing", "loan",
+              "contact", "day", "month", "campaign", "pdays", "previous", "poutcome"]  # fmt: skip
 COMMON_PARAMS = {"inputs", "train_rows", "train_rows_capped", "validation_rows", "seed",
-                 "max_train_rows"}  # fmt: skip
+                 "max_train_rows", "day_of_year"}  # fmt: skip
 
 
 @dataclass
@@ -251,21 +253,32 @@ def test_champion_is_scored_on_the_month_after_its_window(trained: Round) -> Non
     assert run.data.metrics["test_roc_auc"] == pytest.approx(meta["test_roc_auc"].value, abs=1e-4)
 
 
-def _round_in_process(round_: Round, as_of: str, margin: float = 0.0) -> dg.ExecuteInProcessResult:
+def _round_in_process(
+    round_: Round, as_of: str, margin: float = 0.0, model_inputs: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    run_config: dict = {"ops": {"champion_model": {"config": {"margin": margin}}}}
+    if model_inputs is not None:
+        run_config["resources"] = {"model_inputs": {"config": model_inputs}}
     return round_.defs.resolve_job_def("training_job").execute_in_process(
-        instance=round_.instance,
-        partition_key=as_of,
-        run_config={"ops": {"champion_model": {"config": {"margin": margin}}}},
-        raise_on_error=False,
+        instance=round_.instance, partition_key=as_of, run_config=run_config, raise_on_error=False
     )
 
 
 def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained: Round) -> None:
     before = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    result = _round_in_process(trained, AS_OF, margin=1.0)
+    # This round's candidates take every input known before the call and the day of the year,
+    # configured on the model_inputs resource as a user would.
+    result = _round_in_process(
+        trained, AS_OF, margin=1.0, model_inputs={"columns": ALL_INPUTS, "day_of_year": True}
+    )
     assert result.success, failure_message(result)
     after = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     assert after.version == before.version
+    for family in CANDIDATE_CONFIGS:
+        record = result.output_for_node(f"{family}_candidate")
+        params = trained.client.get_run(record.run_id).data.params
+        assert params["inputs"] == ",".join(ALL_INPUTS)
+        assert params["day_of_year"] == "True"
     meta = result.asset_materializations_for_node("champion_model")[0].metadata
     assert meta["promoted"].value is False
     assert meta["champion_version"].value == before.version
