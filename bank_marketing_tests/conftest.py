@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import httpx
 import mlflow
+import pandas as pd
 import psycopg2
 import pytest
 from mlflow import MlflowClient
@@ -25,10 +27,15 @@ from bank_marketing.definitions import build_definitions
 from bank_marketing.replay import Replay, replay
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
-from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.candidates import FittedCandidate, fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
-from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
+from bank_marketing.training.tracking import (
+    MODEL_NAME,
+    CandidateRecord,
+    ensure_experiment,
+    log_candidate,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
@@ -265,6 +272,22 @@ def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> 
         train,
         validation,
     )
+    record = log_to_registry(uri, folder, fitted, train, validation, params={"C": 1.0})
+    MlflowClient(uri).set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, record.model_version)
+    yield uri
+
+
+def log_to_registry(
+    uri: str,
+    folder: Path,
+    fitted: FittedCandidate,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    *,
+    params: dict[str, Any],
+) -> CandidateRecord:
+    """Log ``fitted`` as the one candidate of a round (as of 2008-06) into the registry at
+    ``uri``, its artifacts under ``folder``, and register it as a version."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
@@ -272,21 +295,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> 
             experiment_id=ensure_experiment("serving-test", (folder / "a").as_uri())
         )
         with mlflow.start_run(run_name="round"):
-            record = log_candidate(
+            return log_candidate(
                 fitted,
-                params={"C": 1.0},
+                params=params,
                 inputs=list(DEFAULT_INPUTS),
                 train=train,
                 validation=validation,
                 tags={"as_of": "2008-06", "window": "2008-05..2008-06"},
-                data_source=str(bank_full_path),
+                data_source="bank-full.csv",
             )
-        MlflowClient(uri).set_registered_model_alias(
-            MODEL_NAME, CHAMPION_ALIAS, record.model_version
-        )
     finally:
         mlflow.set_tracking_uri(previous)
-    yield uri
 
 
 @pytest.fixture(scope="session")

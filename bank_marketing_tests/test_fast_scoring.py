@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +25,7 @@ from bank_marketing.serving.contract import record_model
 from bank_marketing.serving.model import LoadedModel, compile_featurizer, load_version
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS, build_pipeline, labels
-from bank_marketing.training.tracking import ensure_experiment, log_candidate
+from bank_marketing_tests.conftest import log_to_registry
 
 FAMILIES = {
     "xgboost": {"n_estimators": 60, "learning_rate": 0.1, "max_depth": 4,
@@ -223,27 +222,10 @@ def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
         "xgboost", FAMILIES["xgboost"], DEFAULT_INPUTS, train, validation, day_of_year=True
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment(
-            experiment_id=ensure_experiment("day-of-year", (tmp_path / "artifacts").as_uri())
-        )
-        with mlflow.start_run(run_name="round"):
-            record = log_candidate(
-                fitted,
-                params=FAMILIES["xgboost"],
-                inputs=list(DEFAULT_INPUTS),
-                train=train,
-                validation=validation,
-                tags={"as_of": "2008-05", "window": "2008-05..2008-05"},
-                data_source="bank-full.csv",
-            )
-        client = MlflowClient(uri)
-        assert client.get_run(record.run_id).data.params["day_of_year"] == "True"
-        model = load_version(client, record.model_version)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    record = log_to_registry(uri, tmp_path, fitted, train, validation, params=FAMILIES["xgboost"])
+    client = MlflowClient(uri)
+    assert client.get_run(record.run_id).data.params["day_of_year"] == "True"
+    model = load_version(client, record.model_version)
     assert model.featurizer is not None and model.featurizer.day_of_year is not None
     records = served_records[:1000]
     assert np.array_equal(
