@@ -194,7 +194,8 @@ def main() -> int:
         f"Measured {datetime.now(UTC):%Y-%m-%d} with `python -m bank_marketing.benchmarks.training`"
         f" on {os.cpu_count()} cores, {memory_gib():.0f} GiB, Python {platform.python_version()};"
         " default hyperparameters of the training assets, the default inputs (but in the last two "
-        "columns), one process, one thread per model. SVC fits a stratified sample of at most `max_train_rows` rows. The "
+        "columns), one process, one thread per model. SVC fits a stratified sample of at most "
+        "`max_train_rows` rows. The "
         f"window as of 2009-06 is split as a training round splits it (by {defaults.split_by}).",
         "",
         f"| family | as of 2009-06 ({where}, {len(split)} contacts): fit s | validation ROC AUC "
