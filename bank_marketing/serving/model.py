@@ -120,19 +120,13 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
                 return None
             numeric += [(c, where.start + i) for i, c in enumerate(columns)]
             if isinstance(transformer, StandardScaler):
-                mean = transformer.mean_ if transformer.with_mean else None
-                scale = transformer.scale_ if transformer.with_std else None
-                positions = np.arange(where.start, where.stop)
-                scalers.append((positions, mean, scale))
+                scalers.append(_scaling(transformer, where))
         elif list(columns) == list(CALENDAR_INPUTS) and _derives_day_of_year(transformer):
             if where.stop - where.start != 1:
                 return None
             day_of_year = where.start
             if isinstance(transformer, Pipeline):
-                scaler = transformer.steps[1][1]
-                mean = scaler.mean_ if scaler.with_mean else None
-                scale = scaler.scale_ if scaler.with_std else None
-                scalers.append((np.arange(where.start, where.stop), mean, scale))
+                scalers.append(_scaling(transformer.steps[1][1], where))
         elif isinstance(transformer, OneHotEncoder):
             if transformer.drop_idx_ is not None or getattr(
                 transformer, "_infrequent_enabled", False
@@ -164,6 +158,15 @@ def _is_identity(transformer: Any) -> bool:
         and transformer.func is None
         and not transformer.validate
     )
+
+
+def _scaling(
+    scaler: StandardScaler, where: slice
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A fitted StandardScaler as (output positions, mean or None, scale or None)."""
+    mean = scaler.mean_ if scaler.with_mean else None
+    scale = scaler.scale_ if scaler.with_std else None
+    return np.arange(where.start, where.stop), mean, scale
 
 
 def _derives_day_of_year(transformer: Any) -> bool:
