@@ -55,8 +55,10 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     contacts = load_contacts(settings.source, settings.cache_dir).frame
     by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
     keys = [f"{m.month}-01" for m in replay.months]
-    first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
-    params, seed, _ = CANDIDATE_CONFIGS[first.family]().fit_arguments()
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    first = load_version(client, replay.first_champion)
+    derived = client.get_run(first.run_id).data.params.get("day_of_year") == "True"
+    params, seed, cap = CANDIDATE_CONFIGS[first.family]().fit_arguments()
     window = TrainingSetConfig()
     monthly = month_ahead.retrained_every_month(
         by_month,
@@ -68,6 +70,8 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
         validation_share=window.validation_share,
         seed=seed,
         split_by=window.split_by,
+        day_of_year=derived,
+        max_train_rows=cap,
     )
     return {
         f"{FROZEN} (v{first.version})": month_ahead.frozen(first.pipeline, by_month, keys),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 from bank_marketing.assets.training import CANDIDATE_CONFIGS
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.training.baselines import by_month
+from bank_marketing.training.baselines import by_month, retrained_every_month
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.windows import (
@@ -24,10 +25,14 @@ AS_OF = pd.Timestamp("2010-06-01")
 
 
 @pytest.fixture(scope="module")
-def window(bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """2009-07..2010-06, in file order: the subscription rate climbs from 9 % to 46 % across it."""
+def months(bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     frame = load_contacts(str(bank_full_path), tmp_path_factory.mktemp("cache")).frame
-    months = by_month(frame, recover_months(frame["month"]))
+    return by_month(frame, recover_months(frame["month"]))
+
+
+@pytest.fixture(scope="module")
+def window(months: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """2009-07..2010-06, in file order: the subscription rate climbs from 9 % to 46 % across it."""
     window = assemble_window(months, AS_OF, 12)
     return split_window(window, 0.2, 42, "2009-07..2010-06", by="day")
 
@@ -48,3 +53,27 @@ def test_family_ranks_unseen_days_better_than_chance(family: str, window: pd.Dat
     )
     assert fitted.train_metrics["roc_auc"] > 0.6
     assert fitted.validation_metrics["roc_auc"] > 0.6
+
+
+def test_the_monthly_baseline_scores_each_month_with_what_came_before(
+    months: dict[str, pd.DataFrame],
+) -> None:
+    keys = ["2008-05-01", "2010-02-01", "2010-03-01"]
+    arguments = {
+        "family": "logistic_regression",
+        "params": {"C": 1.0, "max_iter": 2000, "class_weight": "none"},
+        "inputs": DEFAULT_INPUTS,
+        "window": 6,
+        "validation_share": 0.2,
+        "seed": 42,
+    }
+    seen = []
+    plain = retrained_every_month(
+        months, keys, on_month=lambda key, score: seen.append(key), **arguments
+    )
+    assert math.isnan(plain["2008-05-01"])  # nothing before the first month
+    assert seen == keys[1:]
+    assert all(0.55 < plain[key] < 1 for key in keys[1:])
+    derived = retrained_every_month(months, keys, day_of_year=True, **arguments)
+    assert math.isnan(derived["2008-05-01"])
+    assert derived["2010-02-01"] != plain["2010-02-01"]  # one more feature: another model

@@ -61,12 +61,16 @@ def retrained_every_month(
     validation_share: float,
     seed: int,
     split_by: str = "day",
+    day_of_year: bool = False,
+    max_train_rows: int | None = None,
     on_month: Callable[[str, float], None] | None = None,
 ) -> dict[str, float]:
     """Each month M scored by ``family`` trained on the ``window`` months up to M-1.
 
     The window is split as a training round splits it (stratified, seeded, by ``split_by``), and
-    the model fits its train part; a window that cannot train a model scores NaN.
+    the model fits its train part as a candidate would (deriving the day of the year if
+    ``day_of_year``, on at most ``max_train_rows`` rows); a window that cannot train a model
+    scores NaN.
     """
     scores = {}
     for key in months:
@@ -90,7 +94,9 @@ def retrained_every_month(
             inputs,
             split[split["split"] == TRAIN],
             split[split["split"] == VALIDATION],
+            max_train_rows=max_train_rows,
             seed=seed,
+            day_of_year=day_of_year,
         )
         scores[key] = month_roc_auc(fitted.pipeline, contacts.get(key, _empty(contacts)))
         if on_month is not None:
