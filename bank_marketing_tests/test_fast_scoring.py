@@ -24,7 +24,12 @@ from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.contract import record_model
 from bank_marketing.serving.model import LoadedModel, compile_featurizer, load_version
 from bank_marketing.training.candidates import fit_candidate
-from bank_marketing.training.features import DEFAULT_INPUTS, build_pipeline, labels
+from bank_marketing.training.features import (
+    DEFAULT_INPUTS,
+    PRE_CALL_INPUTS,
+    build_pipeline,
+    labels,
+)
 from bank_marketing_tests.conftest import log_to_registry
 
 FAMILIES = {
@@ -37,10 +42,6 @@ FAMILIES = {
     "mlp": {"hidden_layer_sizes": [16], "alpha": 1e-3, "learning_rate_init": 1e-3,
             "max_iter": 50},
 }  # fmt: skip
-ALL_INPUTS = (
-    "age", "job", "marital", "education", "default", "balance", "housing", "loan", "contact",
-    "day", "month", "campaign", "pdays", "previous", "poutcome",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +146,17 @@ def test_all_fifteen_inputs_and_unseen_categories_across_a_batch(
 ) -> None:
     frame = contacts.iloc[:6000]
     pipeline = fit_candidate(
-        "logistic_regression", FAMILIES["logistic_regression"], ALL_INPUTS, frame, frame.iloc[:500]
+        "logistic_regression",
+        FAMILIES["logistic_regression"],
+        PRE_CALL_INPUTS,
+        frame,
+        frame.iloc[:500],
     ).pipeline
-    model = _model(pipeline, ALL_INPUTS)
+    model = _model(pipeline, PRE_CALL_INPUTS)
     assert model.featurizer is not None
-    records = json.loads(contacts.iloc[20000:23000][list(ALL_INPUTS)].to_json(orient="records"))
+    records = json.loads(
+        contacts.iloc[20000:23000][list(PRE_CALL_INPUTS)].to_json(orient="records")
+    )
     assert np.array_equal(model.predict_records(records), _expected(model, records))
     unseen = [record | {"education": "doctorate"} for record in records[:50]]
     assert model.featurizer.transform(unseen) is None

@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline
 from bank_marketing.resources import ModelInputs
 from bank_marketing.training.features import (
     DEFAULT_INPUTS,
+    PRE_CALL_INPUTS,
     DayOfYear,
     build_pipeline,
     check_inputs,
@@ -50,6 +51,13 @@ def test_default_inputs_are_the_original_projects() -> None:
     assert DEFAULT_INPUTS == (
         "age", "job", "balance", "housing", "contact", "day", "month", "campaign", "pdays",
         "previous", "poutcome",
+    )  # fmt: skip
+
+
+def test_pre_call_inputs_are_every_field_but_duration_and_the_label() -> None:
+    assert PRE_CALL_INPUTS == (
+        "age", "job", "marital", "education", "default", "balance", "housing", "loan", "contact",
+        "day", "month", "campaign", "pdays", "previous", "poutcome",
     )  # fmt: skip
 
 

@@ -34,7 +34,7 @@ from bank_marketing.runner import (
 )
 from bank_marketing.settings import Settings
 from bank_marketing.training.families import SIMPLICITY_ORDER
-from bank_marketing.training.features import labels
+from bank_marketing.training.features import PRE_CALL_INPUTS, labels
 from bank_marketing.training.metrics import METRIC_NAMES, roc_auc_standard_error
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
@@ -45,8 +45,6 @@ pytestmark = pytest.mark.integration
 
 AS_OF = "2009-06-01"
 MONTHS = [k for k in monthly_partitions.get_partition_keys() if k <= "2009-07-01"]
-ALL_INPUTS = ["age", "job", "marital", "education", "default", "balance", "housing", "loan",
-              "contact", "day", "month", "campaign", "pdays", "previous", "poutcome"]  # fmt: skip
 COMMON_PARAMS = {"inputs", "train_rows", "train_rows_capped", "validation_rows", "seed",
                  "max_train_rows", "day_of_year"}  # fmt: skip
 
@@ -269,7 +267,10 @@ def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained
     # This round's candidates take every input known before the call and the day of the year,
     # configured on the model_inputs resource as a user would.
     result = _round_in_process(
-        trained, AS_OF, margin=1.0, model_inputs={"columns": ALL_INPUTS, "day_of_year": True}
+        trained,
+        AS_OF,
+        margin=1.0,
+        model_inputs={"columns": list(PRE_CALL_INPUTS), "day_of_year": True},
     )
     assert result.success, failure_message(result)
     after = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
@@ -277,7 +278,7 @@ def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained
     for family in CANDIDATE_CONFIGS:
         record = result.output_for_node(f"{family}_candidate")
         params = trained.client.get_run(record.run_id).data.params
-        assert params["inputs"] == ",".join(ALL_INPUTS)
+        assert params["inputs"] == ",".join(PRE_CALL_INPUTS)
         assert params["day_of_year"] == "True"
     meta = result.asset_materializations_for_node("champion_model")[0].metadata
     assert meta["promoted"].value is False

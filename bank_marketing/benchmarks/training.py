@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,11 +31,11 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
 from bank_marketing.benchmarks.report import memory_gib, replace_section
-from bank_marketing.data.fields import CONTACT_FIELDS
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
+from bank_marketing.resources import ModelInputs
 from bank_marketing.training.candidates import fit_candidate
-from bank_marketing.training.features import DEFAULT_INPUTS
+from bank_marketing.training.features import PRE_CALL_INPUTS
 from bank_marketing.training.windows import (
     TRAIN,
     assemble_window,
@@ -48,30 +47,20 @@ from bank_marketing.training.windows import (
 SECTION = "## Training: five families"
 AS_OF = "2009-06-01"
 GOAL = 0.81
-# Every input known before the call: all but duration (and the label).
-ALL_INPUTS = tuple(f.name for f in CONTACT_FIELDS if not f.known_after_call)
 FOLDS = 5
-
-
-@dataclass(frozen=True)
-class Inputs:
-    columns: tuple[str, ...]
-    day_of_year: bool
-
-
-DEFAULTS = Inputs(DEFAULT_INPUTS, day_of_year=False)
-EVERYTHING = Inputs(ALL_INPUTS, day_of_year=True)
+DEFAULTS = ModelInputs()
+EVERYTHING = ModelInputs(columns=list(PRE_CALL_INPUTS), day_of_year=True)
 
 
 def _fit(
-    family: str, inputs: Inputs, train: pd.DataFrame, validation: pd.DataFrame
+    family: str, inputs: ModelInputs, train: pd.DataFrame, validation: pd.DataFrame
 ) -> tuple[float, float]:
     """Fit seconds and validation ROC AUC of ``family``'s defaults on ``inputs``."""
     params, seed, cap = CANDIDATE_CONFIGS[family]().fit_arguments()
     fitted = fit_candidate(
         family,
         params,
-        inputs.columns,
+        inputs.checked(),
         train,
         validation,
         max_train_rows=cap,
@@ -82,7 +71,7 @@ def _fit(
 
 
 def _families(
-    train: pd.DataFrame, validation: pd.DataFrame, inputs: Inputs = DEFAULTS
+    train: pd.DataFrame, validation: pd.DataFrame, inputs: ModelInputs = DEFAULTS
 ) -> dict[str, tuple[float, float]]:
     results = {}
     for family in CANDIDATE_CONFIGS:
@@ -91,7 +80,7 @@ def _families(
     return results
 
 
-def _cross_validated(frame: pd.DataFrame, family: str, inputs: Inputs, seed: int) -> float:
+def _cross_validated(frame: pd.DataFrame, family: str, inputs: ModelInputs, seed: int) -> float:
     """Mean validation ROC AUC of ``family`` over stratified folds of all contacts."""
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     scores = [
@@ -99,10 +88,6 @@ def _cross_validated(frame: pd.DataFrame, family: str, inputs: Inputs, seed: int
         for train, validation in folds.split(frame, frame["y"])
     ]
     return sum(scores) / len(scores)
-
-
-def _best(results: dict[str, tuple[float, float]]) -> str:
-    return max(results, key=lambda family: results[family][1])
 
 
 def _round() -> int:
@@ -179,13 +164,14 @@ def main() -> int:
     random = _families(train, validation)
     print("the same split, every input known before the call and the day of the year:")
     everything = _families(train, validation, EVERYTHING)
-    best = {
-        inputs: _best(results) for inputs, results in ((DEFAULTS, random), (EVERYTHING, everything))
-    }
-    cross_validated = {
-        inputs: _cross_validated(frame, family, inputs, defaults.seed)
-        for inputs, family in best.items()
-    }
+    bests = []  # (what, family, its score on the split, its cross-validated score)
+    for what, inputs, results in (
+        ("the default inputs", DEFAULTS, random),
+        (f"all {len(PRE_CALL_INPUTS)} inputs and the day of the year", EVERYTHING, everything),
+    ):
+        family = max(results, key=lambda name: results[name][1])
+        cross_validated = _cross_validated(frame, family, inputs, defaults.seed)
+        bests.append((what, family, results[family][1], cross_validated))
     round_ = None if args.skip_round else _round_seconds()
 
     lines = [
@@ -200,7 +186,7 @@ def main() -> int:
         "",
         f"| family | as of 2009-06 ({where}, {len(split)} contacts): fit s | validation ROC AUC "
         "| random 80/20 split of all data: fit s | validation ROC AUC "
-        f"| the same split, all {len(ALL_INPUTS)} inputs known before the call and the day of "
+        f"| the same split, all {len(PRE_CALL_INPUTS)} inputs known before the call and the day of "
         "the year: fit s | validation ROC AUC |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -211,16 +197,11 @@ def main() -> int:
             f"| {everything[family][0]:.1f} | {everything[family][1]:.4f} |"
         )
     lines.append("")
-    for inputs, results, what in (
-        (DEFAULTS, random, "the default inputs"),
-        (EVERYTHING, everything, f"all {len(ALL_INPUTS)} inputs and the day of the year"),
-    ):
-        family = best[inputs]
-        score = results[family][1]
+    for what, family, score, cross_validated in bests:
         lines.append(
             f"- Best on the random split, {what}: {family} {score:.4f} (goal: at least {GOAL}: "
             f"{'met' if score >= GOAL else 'not met'}); {family} by {FOLDS}-fold "
-            f"cross-validation over all contacts: {cross_validated[inputs]:.4f}."
+            f"cross-validation over all contacts: {cross_validated:.4f}."
         )
     if round_ is not None:
         lines.append(

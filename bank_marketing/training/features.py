@@ -55,6 +55,12 @@ class DayOfYear(TransformerMixin, BaseEstimator):
         return np.array(["day_of_year"], dtype=object)
 
 
+# Every field known before the call: all but duration (and the label).
+PRE_CALL_INPUTS: tuple[str, ...] = tuple(
+    name for name, field in FIELDS_BY_NAME.items() if not field.known_after_call
+)
+
+
 def check_inputs(
     inputs: Sequence[str], *, day_of_year: bool = False
 ) -> tuple[list[str], list[str]]:
