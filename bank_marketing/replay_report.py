@@ -55,9 +55,7 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     contacts = load_contacts(settings.source, settings.cache_dir).frame
     by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
     keys = [f"{m.month}-01" for m in replay.months]
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    first = load_version(client, replay.first_champion)
-    derived = client.get_run(first.run_id).data.params.get("day_of_year") == "True"
+    first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
     params, seed, cap = CANDIDATE_CONFIGS[first.family]().fit_arguments()
     window = TrainingSetConfig()
     monthly = month_ahead.retrained_every_month(
@@ -70,7 +68,7 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
         validation_share=window.validation_share,
         seed=seed,
         split_by=window.split_by,
-        day_of_year=derived,
+        day_of_year=first.day_of_year,
         max_train_rows=cap,
     )
     return {

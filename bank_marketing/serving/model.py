@@ -235,6 +235,8 @@ class LoadedModel:
     validation_metrics: dict[str, float]
     pipeline: Any = field(repr=False)
     featurizer: Featurizer | None = field(default=None, repr=False)
+    # Whether the pipeline derives the day of the year (its run's param), as it was trained.
+    day_of_year: bool = False
 
     def predict_proba(self, records: pd.DataFrame) -> np.ndarray:
         """P(subscribed) for each record (a frame with at least the model's inputs)."""
@@ -300,6 +302,7 @@ def load_version(client: MlflowClient, version: str, name: str = MODEL_NAME) -> 
         validation_metrics=metrics,
         pipeline=pipeline,
         featurizer=compile_featurizer(pipeline, inputs),
+        day_of_year=run.data.params.get("day_of_year") == "True",
     )
 
 
