@@ -78,7 +78,8 @@ def _expected(model: LoadedModel, records: list[dict[str, Any]]) -> np.ndarray:
     return model.pipeline.predict_proba(frame)[:, 1]
 
 
-# Each family, and a scaled and an unscaled one that derive the day of the year.
+# Each family, and a scaled and an unscaled one that derive the day of the year (and, pdays being
+# a default input, the previous contact's).
 VARIANTS = [*sorted(FAMILIES), "logistic_regression+day_of_year", "xgboost+day_of_year"]
 
 
@@ -163,6 +164,23 @@ def test_all_fifteen_inputs_and_unseen_categories_across_a_batch(
     assert np.array_equal(model.predict_records(unseen), _expected(model, unseen))
 
 
+def test_without_pdays_only_the_day_of_the_year_is_derived_and_compiled(
+    contacts: pd.DataFrame, served_records: list[dict[str, Any]]
+) -> None:
+    inputs = tuple(name for name in DEFAULT_INPUTS if name != "pdays")
+    frame = contacts.iloc[:6000]
+    pipeline = fit_candidate(
+        "random_forest", FAMILIES["random_forest"], inputs, frame, frame.iloc[:500],
+        day_of_year=True,
+    ).pipeline  # fmt: skip
+    model = _model(pipeline, inputs)
+    assert model.featurizer is not None
+    assert model.featurizer.day_of_year is not None
+    assert model.featurizer.previous_contact_day is None
+    records = [{name: record[name] for name in inputs} for record in served_records[:1000]]
+    assert np.array_equal(model.predict_records(records), _expected(model, records))
+
+
 def _tiny_frame(contacts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     frame = contacts.iloc[:3000]
     return frame, labels(frame)
@@ -222,7 +240,7 @@ def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
     served_records: list[dict[str, Any]],
     tmp_path: Path,
 ) -> None:
-    """skops must trust DayOfYear, and the loaded pipeline must still compile exactly."""
+    """skops must trust the derived features, and the loaded pipeline must compile exactly."""
     frame = contacts.iloc[:6000].assign(contact_month=pd.Timestamp("2008-05-01"))
     train, validation = frame.iloc[:5000], frame.iloc[5000:]
     fitted = fit_candidate(
@@ -234,6 +252,7 @@ def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
     model = load_version(client, record.model_version)
     assert model.day_of_year
     assert model.featurizer is not None and model.featurizer.day_of_year is not None
+    assert model.featurizer.previous_contact_day is not None
     records = served_records[:1000]
     assert np.array_equal(
         model.predict_records(records),

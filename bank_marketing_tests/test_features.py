@@ -13,6 +13,7 @@ from bank_marketing.training.features import (
     DEFAULT_INPUTS,
     PRE_CALL_INPUTS,
     DayOfYear,
+    PreviousContactDay,
     build_pipeline,
     check_inputs,
     labels,
@@ -129,14 +130,40 @@ def test_day_of_year_names_a_month_it_cannot_place() -> None:
         DayOfYear().fit(frame).transform(frame)
 
 
-def test_a_pipeline_with_the_day_of_year_adds_one_feature_and_needs_month_and_day() -> None:
+@pytest.mark.parametrize(
+    ("month", "day", "pdays", "expected"),
+    [("jun", 15, 100, 66), ("jun", 15, 166, 0), ("feb", 1, 200, -168), ("jun", 15, -1, 167)],
+    ids=["this year", "the last day of last year", "last year", "never contacted"],
+)
+def test_the_previous_contact_day_counts_back_pdays_from_the_call(
+    month: str, day: int, pdays: int, expected: int
+) -> None:
+    frame = pd.DataFrame({"month": [month], "day": [day], "pdays": [pdays]})
+    assert PreviousContactDay().fit(frame).transform(frame).tolist() == [[expected]]
+
+
+def test_the_previous_contact_day_names_a_month_it_cannot_place() -> None:
+    frame = pd.DataFrame({"month": ["may", "Sept"], "day": [1, 2], "pdays": [-1, 30]})
+    with pytest.raises(ValueError, match=r"month must be one of .*got \['Sept'\]"):
+        PreviousContactDay().fit(frame).transform(frame)
+
+
+def test_a_pipeline_with_the_day_of_year_derives_it_and_needs_month_and_day() -> None:
     train = _records(40, ["admin.", "technician"])
+    plain = len(_fitted(train)[:-1].get_feature_names_out())
     pipeline = build_pipeline(
         DEFAULT_INPUTS, LogisticRegression(max_iter=500), scale_numeric=True, day_of_year=True
     ).fit(train, labels(train))
     names = list(pipeline[:-1].get_feature_names_out())
-    assert names[-1] == "day_of_year"
-    assert len(names) == len(_fitted(train)[:-1].get_feature_names_out()) + 1
+    # pdays is a default input, so the previous contact's day of the year comes with it.
+    assert names[-2:] == ["day_of_year", "previous_contact_day_of_year"]
+    assert len(names) == plain + 2
+    without_pdays = [name for name in DEFAULT_INPUTS if name != "pdays"]
+    pipeline = build_pipeline(
+        without_pdays, LogisticRegression(max_iter=500), scale_numeric=True, day_of_year=True
+    ).fit(train, labels(train))
+    names = list(pipeline[:-1].get_feature_names_out())
+    assert names[-1] == "day_of_year" and len(names) == plain - 1 + 1
     without_day = [name for name in DEFAULT_INPUTS if name != "day"]
     with pytest.raises(ValueError, match=r"inputs lack \['day'\]"):
         build_pipeline(without_day, LogisticRegression(), scale_numeric=True, day_of_year=True)

@@ -29,7 +29,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from bank_marketing.data.fields import FIELDS_BY_NAME
-from bank_marketing.training.features import CALENDAR_INPUTS, DAYS_BEFORE_MONTH, DayOfYear
+from bank_marketing.training.features import (
+    CALENDAR_INPUTS,
+    DAYS_BEFORE_MONTH,
+    PREVIOUS_CONTACT_INPUTS,
+    DayOfYear,
+    PreviousContactDay,
+)
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 
@@ -39,8 +45,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Featurizer:
     """A fitted ColumnTransformer as lookups: numeric columns copied (and scaled), one-hot
-    categories set by position, the day of the year summed from month and day. ``transform``
-    returns None for any record it does not recognise.
+    categories set by position, the day of the year summed from month and day (less pdays for
+    the previous contact's). ``transform`` returns None for any record it does not recognise.
     """
 
     width: int
@@ -48,8 +54,10 @@ class Featurizer:
     categorical: tuple[tuple[str, dict[str, int]], ...]
     # (output positions, mean or None, scale or None) of each StandardScaler.
     scalers: tuple[tuple[np.ndarray, np.ndarray | None, np.ndarray | None], ...] = ()
-    # Output position of the day of the year, when the pipeline derives it.
+    # Output positions of the day of the year and the previous contact's, when the pipeline
+    # derives them.
     day_of_year: int | None = None
+    previous_contact_day: int | None = None
 
     def transform(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
         """The feature matrix of ``records``, or None when a value is not one it knows."""
@@ -68,11 +76,17 @@ class Featurizer:
                 if type(value) is not str or value not in positions:
                     return None
                 row[positions[value]] = 1.0
-            if self.day_of_year is not None:
+            if self.day_of_year is not None or self.previous_contact_day is not None:
                 month, day = record.get("month"), record.get("day")
                 if type(day) is not int or month not in DAYS_BEFORE_MONTH:
                     return None
-                row[self.day_of_year] = DAYS_BEFORE_MONTH[month] + day
+                if self.day_of_year is not None:
+                    row[self.day_of_year] = DAYS_BEFORE_MONTH[month] + day
+                if self.previous_contact_day is not None:
+                    pdays = record.get("pdays")
+                    if type(pdays) is not int:
+                        return None
+                    row[self.previous_contact_day] = DAYS_BEFORE_MONTH[month] + day - pdays
             rows.append(row)
         features = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
         for positions, mean, scale in self.scalers:
@@ -90,7 +104,8 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
 
     Recognised: a Pipeline whose first step is a dense ColumnTransformer over named input columns
     of numeric passthrough, StandardScaler and OneHotEncoder (no drop, no infrequent categories)
-    transformers, and ``DayOfYear`` (scaled or not); dropped columns are ignored.
+    transformers, and ``DayOfYear`` and ``PreviousContactDay`` (scaled or not); dropped columns
+    are ignored.
     """
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
         return None
@@ -102,7 +117,7 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
     numeric: list[tuple[str, int]] = []
     categorical: list[tuple[str, dict[str, int]]] = []
     scalers = []
-    day_of_year = None
+    derived: dict[type, int] = {}
     width = 0
     for name, transformer, columns in preprocess.transformers_:
         if transformer == "drop":
@@ -121,10 +136,12 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
             numeric += [(c, where.start + i) for i, c in enumerate(columns)]
             if isinstance(transformer, StandardScaler):
                 scalers.append(_scaling(transformer, where))
-        elif list(columns) == list(CALENDAR_INPUTS) and _derives_day_of_year(transformer):
-            if where.stop - where.start != 1:
+        elif (kind := _derivation(transformer)) is not None:
+            if list(columns) != list(_DERIVED_FROM[kind]) or where.stop - where.start != 1:
                 return None
-            day_of_year = where.start
+            if kind in derived:
+                return None
+            derived[kind] = where.start
             if isinstance(transformer, Pipeline):
                 scalers.append(_scaling(transformer.steps[1][1], where))
         elif isinstance(transformer, OneHotEncoder):
@@ -142,10 +159,16 @@ def compile_featurizer(pipeline: Any, inputs: Sequence[str]) -> Featurizer | Non
                 return None
         else:
             return None
-    derived = 0 if day_of_year is None else 1
-    if width != len(numeric) + sum(len(p) for _, p in categorical) + derived:
+    if width != len(numeric) + sum(len(p) for _, p in categorical) + len(derived):
         return None
-    featurizer = Featurizer(width, tuple(numeric), tuple(categorical), tuple(scalers), day_of_year)
+    featurizer = Featurizer(
+        width,
+        tuple(numeric),
+        tuple(categorical),
+        tuple(scalers),
+        derived.get(DayOfYear),
+        derived.get(PreviousContactDay),
+    )
     return featurizer if _reproduces(featurizer, pipeline, inputs) else None
 
 
@@ -169,16 +192,21 @@ def _scaling(
     return np.arange(where.start, where.stop), mean, scale
 
 
-def _derives_day_of_year(transformer: Any) -> bool:
-    """``DayOfYear``, alone or followed by a StandardScaler."""
-    if type(transformer) is DayOfYear:
-        return True
-    return (
+_DERIVED_FROM = {DayOfYear: CALENDAR_INPUTS, PreviousContactDay: PREVIOUS_CONTACT_INPUTS}
+
+
+def _derivation(transformer: Any) -> type | None:
+    """``DayOfYear`` or ``PreviousContactDay``, alone or followed by a StandardScaler."""
+    if type(transformer) in _DERIVED_FROM:
+        return type(transformer)
+    if (
         isinstance(transformer, Pipeline)
         and len(transformer.steps) == 2
-        and type(transformer.steps[0][1]) is DayOfYear
+        and type(transformer.steps[0][1]) in _DERIVED_FROM
         and type(transformer.steps[1][1]) is StandardScaler
-    )
+    ):
+        return type(transformer.steps[0][1])
+    return None
 
 
 def _probe_records(inputs: Sequence[str], rows: int = 24) -> list[dict[str, Any]]:

@@ -32,6 +32,18 @@ DAYS_BEFORE_MONTH: dict[str, int] = dict(
 CALENDAR_INPUTS = ("month", "day")
 
 
+def _day_of_year(frame: pd.DataFrame) -> pd.Series:
+    """The day of the year (1 to 365) of each row's ``month`` name and ``day``."""
+    before = frame["month"].map(DAYS_BEFORE_MONTH)
+    unknown = frame["month"][before.isna()]
+    if len(unknown):
+        raise ValueError(
+            f"month must be one of {list(MONTHS)} to derive the day of the year; got "
+            f"{sorted(set(map(str, unknown)))[:5]}"
+        )
+    return before + pd.to_numeric(frame["day"], errors="raise")
+
+
 class DayOfYear(TransformerMixin, BaseEstimator):
     """The day of the year of each call (1 to 365), from its ``month`` name and ``day``."""
 
@@ -41,18 +53,35 @@ class DayOfYear(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         frame = pd.DataFrame(X, columns=list(CALENDAR_INPUTS))
-        before = frame["month"].map(DAYS_BEFORE_MONTH)
-        unknown = frame["month"][before.isna()]
-        if len(unknown):
-            raise ValueError(
-                f"month must be one of {list(MONTHS)} to derive the day of the year; got "
-                f"{sorted(set(map(str, unknown)))[:5]}"
-            )
-        day = pd.to_numeric(frame["day"], errors="raise")
-        return (before + day).to_numpy(dtype=np.float64).reshape(-1, 1)
+        return _day_of_year(frame).to_numpy(dtype=np.float64).reshape(-1, 1)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.array(["day_of_year"], dtype=object)
+
+
+PREVIOUS_CONTACT_INPUTS = (*CALENDAR_INPUTS, "pdays")
+
+
+class PreviousContactDay(TransformerMixin, BaseEstimator):
+    """The day of the year of the client's previous contact, counted from the call's year.
+
+    ``day of the year - pdays``: below 1 when the previous campaign reached the client in an
+    earlier year, which tells a model something of when the call was made although the year is
+    not an input. Clients never contacted before have ``pdays`` -1, so theirs is the day after
+    the call; ``pdays`` itself tells a model which clients those are.
+    """
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> PreviousContactDay:
+        self.n_features_in_ = len(PREVIOUS_CONTACT_INPUTS)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        frame = pd.DataFrame(X, columns=list(PREVIOUS_CONTACT_INPUTS))
+        previous = _day_of_year(frame) - pd.to_numeric(frame["pdays"], errors="raise")
+        return previous.to_numpy(dtype=np.float64).reshape(-1, 1)
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.array(["previous_contact_day_of_year"], dtype=object)
 
 
 # Every field known before the call: all but duration (and the label).
@@ -99,7 +128,8 @@ def build_pipeline(
     """Preprocessing plus ``estimator``, taking a frame of raw contact records.
 
     ``day_of_year`` adds the feature ``DayOfYear`` derives from ``month`` and ``day`` (both must
-    be inputs), scaled like the other numbers.
+    be inputs) and, when ``pdays`` is an input too, the one ``PreviousContactDay`` derives; both
+    scaled like the other numbers.
     """
     numeric, categorical = check_inputs(inputs, day_of_year=day_of_year)
     encoder = OneHotEncoder(
@@ -114,12 +144,25 @@ def build_pipeline(
             0, ("numeric", StandardScaler() if scale_numeric else "passthrough", numeric)
         )
     if day_of_year:
-        calendar = Pipeline([("derive", DayOfYear()), ("scale", StandardScaler())])
         transformers.append(
-            ("day_of_year", calendar if scale_numeric else DayOfYear(), list(CALENDAR_INPUTS))
+            ("day_of_year", _derived(DayOfYear(), scale_numeric), list(CALENDAR_INPUTS))
         )
+        if "pdays" in inputs:
+            transformers.append(
+                (
+                    "previous_contact_day",
+                    _derived(PreviousContactDay(), scale_numeric),
+                    list(PREVIOUS_CONTACT_INPUTS),
+                )
+            )
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def _derived(transformer: BaseEstimator, scale: bool) -> BaseEstimator:
+    if not scale:
+        return transformer
+    return Pipeline([("derive", transformer), ("scale", StandardScaler())])
 
 
 def labels(frame: pd.DataFrame) -> np.ndarray:

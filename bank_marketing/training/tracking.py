@@ -37,7 +37,9 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.model_selection._split.StratifiedKFold",  # the SVC calibration's shuffled folds
-    "bank_marketing.training.features.DayOfYear",  # with model_inputs.day_of_year
+    # With model_inputs.day_of_year:
+    "bank_marketing.training.features.DayOfYear",
+    "bank_marketing.training.features.PreviousContactDay",
 ]
 REFERENCE_ARTIFACT = "reference/validation.parquet"
 INPUT_EXAMPLE_ROWS = 5
