@@ -48,6 +48,7 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
     from bank_marketing.data.months import recover_months
     from bank_marketing.data.source import load_contacts
+    from bank_marketing.resources import ModelInputs
     from bank_marketing.serving.model import load_version
     from bank_marketing.training import baselines as month_ahead
     from bank_marketing.training.features import DEFAULT_INPUTS
@@ -56,20 +57,19 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
     keys = [f"{m.month}-01" for m in replay.months]
     first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
-    params, seed, cap = CANDIDATE_CONFIGS[first.family]().fit_arguments()
+    inputs = ModelInputs(
+        columns=list(first.inputs or DEFAULT_INPUTS), day_of_year=first.day_of_year
+    )
+    config = CANDIDATE_CONFIGS[first.family]()
     window = TrainingSetConfig()
     monthly = month_ahead.retrained_every_month(
         by_month,
         keys,
-        family=first.family,
-        params=params,
-        inputs=first.inputs or DEFAULT_INPUTS,
+        fit=lambda train, validation: config.fit(first.family, inputs, train, validation),
         window=window.window_months,
         validation_share=window.validation_share,
-        seed=seed,
+        seed=window.seed,
         split_by=window.split_by,
-        day_of_year=first.day_of_year,
-        max_train_rows=cap,
     )
     return {
         f"{FROZEN} (v{first.version})": month_ahead.frozen(first.pipeline, by_month, keys),

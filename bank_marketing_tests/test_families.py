@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bank_marketing.assets.training import CANDIDATE_CONFIGS
+from bank_marketing.assets.training import CANDIDATE_CONFIGS, LogisticRegressionConfig
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
+from bank_marketing.resources import ModelInputs
 from bank_marketing.training.baselines import by_month, retrained_every_month
-from bank_marketing.training.candidates import fit_candidate
-from bank_marketing.training.features import DEFAULT_INPUTS
+from bank_marketing.training.candidates import FittedCandidate
 from bank_marketing.training.windows import (
     TRAIN,
     VALIDATION,
@@ -41,15 +42,11 @@ def window(months: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def test_family_ranks_unseen_days_better_than_chance(family: str, window: pd.DataFrame) -> None:
     # SVC's Platt scaling once fitted its sigmoid on unshuffled folds, i.e. blocks of months
     # with different rates, and came out reversed: validation ROC AUC 0.34 on this window.
-    params, seed, cap = CANDIDATE_CONFIGS[family]().fit_arguments()
-    fitted = fit_candidate(
+    fitted = CANDIDATE_CONFIGS[family]().fit(
         family,
-        params,
-        DEFAULT_INPUTS,
+        ModelInputs(),
         window[window["split"] == TRAIN],
         window[window["split"] == VALIDATION],
-        max_train_rows=cap,
-        seed=seed,
     )
     assert fitted.train_metrics["roc_auc"] > 0.6
     assert fitted.validation_metrics["roc_auc"] > 0.6
@@ -59,21 +56,27 @@ def test_the_monthly_baseline_scores_each_month_with_what_came_before(
     months: dict[str, pd.DataFrame],
 ) -> None:
     keys = ["2008-05-01", "2010-02-01", "2010-03-01"]
-    arguments = {
-        "family": "logistic_regression",
-        "params": {"C": 1.0, "max_iter": 2000, "class_weight": "none"},
-        "inputs": DEFAULT_INPUTS,
-        "window": 6,
-        "validation_share": 0.2,
-        "seed": 42,
-    }
+    config = LogisticRegressionConfig()
+
+    def fitting(inputs: ModelInputs) -> Callable[..., FittedCandidate]:
+        return lambda train, validation: config.fit(
+            "logistic_regression", inputs, train, validation
+        )
+
+    arguments = {"window": 6, "validation_share": 0.2, "seed": 42}
     seen = []
     plain = retrained_every_month(
-        months, keys, on_month=lambda key, score: seen.append(key), **arguments
+        months,
+        keys,
+        fit=fitting(ModelInputs()),
+        on_month=lambda key, score: seen.append(key),
+        **arguments,
     )
     assert math.isnan(plain["2008-05-01"])  # nothing before the first month
     assert seen == keys[1:]
     assert all(0.55 < plain[key] < 1 for key in keys[1:])
-    derived = retrained_every_month(months, keys, day_of_year=True, **arguments)
+    derived = retrained_every_month(
+        months, keys, fit=fitting(ModelInputs(day_of_year=True)), **arguments
+    )
     assert math.isnan(derived["2008-05-01"])
     assert derived["2010-02-01"] != plain["2010-02-01"]  # one more feature: another model

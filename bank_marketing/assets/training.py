@@ -18,7 +18,7 @@ from bank_marketing.data.schemas import Contacts
 from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import ModelInputs
 from bank_marketing.training import registry
-from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.candidates import FittedCandidate, fit_candidate
 from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
 from bank_marketing.training.windows import (
@@ -174,6 +174,22 @@ class CandidateConfig(dg.Config):
         params = self.model_dump()
         return params, params.pop("seed"), params.pop("max_train_rows", None)
 
+    def fit(
+        self, family: str, inputs: ModelInputs, train: pd.DataFrame, validation: pd.DataFrame
+    ) -> FittedCandidate:
+        """``family`` fitted with this configuration on ``inputs`` as a candidate asset fits it."""
+        params, seed, max_rows = self.fit_arguments()
+        return fit_candidate(
+            family,
+            params,
+            inputs.checked(),
+            train,
+            validation,
+            max_train_rows=max_rows,
+            seed=seed,
+            day_of_year=inputs.day_of_year,
+        )
+
 
 class LogisticRegressionConfig(CandidateConfig):
     C: float = Field(default=1.0, gt=0, description="Inverse regularization strength.")
@@ -244,21 +260,12 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
         config: config_class,  # type: ignore[valid-type]
         training_set: pd.DataFrame,
     ) -> dg.Output[CandidateRecord]:
-        params, seed, max_rows = config.fit_arguments()
         model_inputs: ModelInputs = context.resources.model_inputs
         inputs = model_inputs.checked()
         train = training_set[training_set["split"] == TRAIN].drop(columns="split")
         validation = training_set[training_set["split"] == VALIDATION].drop(columns="split")
-        fitted = fit_candidate(
-            family,
-            params,
-            inputs,
-            train,
-            validation,
-            max_train_rows=max_rows,
-            seed=seed,
-            day_of_year=model_inputs.day_of_year,
-        )
+        fitted = config.fit(family, model_inputs, train, validation)
+        params, seed, max_rows = config.fit_arguments()
         as_of = pd.Timestamp(context.partition_key)
         source = raw_source(context).get("location", "contacts")
         window = training_set["contact_month"]

@@ -55,7 +55,6 @@ from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.model import LoadedModel, ModelState
-from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
@@ -124,6 +123,7 @@ def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]
     """Train the default XGBoost as of 2009-06, register it as champion; (uri, version, window)."""
     # The training assets hold the defaults; imported here so the Ray child skips Dagster.
     from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+    from bank_marketing.resources import ModelInputs
 
     defaults = TrainingSetConfig()
     as_of = pd.Timestamp(AS_OF)
@@ -133,8 +133,9 @@ def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]
     split = split_window(window, defaults.validation_share, defaults.seed, where)
     train = split[split["split"] == TRAIN].drop(columns="split")
     validation = split[split["split"] != TRAIN].drop(columns="split")
-    params, seed, _ = CANDIDATE_CONFIGS["xgboost"]().fit_arguments()
-    fitted = fit_candidate("xgboost", params, DEFAULT_INPUTS, train, validation, seed=seed)
+    config = CANDIDATE_CONFIGS["xgboost"]()
+    fitted = config.fit("xgboost", ModelInputs(), train, validation)
+    params = config.fit_arguments()[0]
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(

@@ -34,7 +34,6 @@ from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.resources import ModelInputs
-from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import PRE_CALL_INPUTS
 from bank_marketing.training.windows import (
     TRAIN,
@@ -56,17 +55,7 @@ def _fit(
     family: str, inputs: ModelInputs, train: pd.DataFrame, validation: pd.DataFrame
 ) -> tuple[float, float]:
     """Fit seconds and validation ROC AUC of ``family``'s defaults on ``inputs``."""
-    params, seed, cap = CANDIDATE_CONFIGS[family]().fit_arguments()
-    fitted = fit_candidate(
-        family,
-        params,
-        inputs.checked(),
-        train,
-        validation,
-        max_train_rows=cap,
-        seed=seed,
-        day_of_year=inputs.day_of_year,
-    )
+    fitted = CANDIDATE_CONFIGS[family]().fit(family, inputs, train, validation)
     return fitted.fit_seconds, fitted.validation_metrics["roc_auc"]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from bank_marketing.training.candidates import fit_candidate
+from bank_marketing.training.candidates import FittedCandidate
 from bank_marketing.training.features import labels
 from bank_marketing.training.metrics import classification_metrics
 from bank_marketing.training.windows import (
@@ -54,23 +54,17 @@ def retrained_every_month(
     contacts: Mapping[str, pd.DataFrame],
     months: Sequence[str],
     *,
-    family: str,
-    params: Mapping[str, Any],
-    inputs: Sequence[str],
+    fit: Callable[[pd.DataFrame, pd.DataFrame], FittedCandidate],
     window: int,
     validation_share: float,
     seed: int,
     split_by: str = "day",
-    day_of_year: bool = False,
-    max_train_rows: int | None = None,
     on_month: Callable[[str, float], None] | None = None,
 ) -> dict[str, float]:
-    """Each month M scored by ``family`` trained on the ``window`` months up to M-1.
+    """Each month M scored by the model ``fit(train, validation)`` makes of the ``window`` months
+    up to M-1, split as a training round splits them (stratified, seeded, by ``split_by``).
 
-    The window is split as a training round splits it (stratified, seeded, by ``split_by``), and
-    the model fits its train part as a candidate would (deriving the day of the year if
-    ``day_of_year``, on at most ``max_train_rows`` rows); a window that cannot train a model
-    scores NaN.
+    A window that cannot train a model scores NaN.
     """
     scores = {}
     for key in months:
@@ -88,16 +82,7 @@ def retrained_every_month(
         except TrainingDataError:
             scores[key] = math.nan
             continue
-        fitted = fit_candidate(
-            family,
-            params,
-            inputs,
-            split[split["split"] == TRAIN],
-            split[split["split"] == VALIDATION],
-            max_train_rows=max_train_rows,
-            seed=seed,
-            day_of_year=day_of_year,
-        )
+        fitted = fit(split[split["split"] == TRAIN], split[split["split"] == VALIDATION])
         scores[key] = month_roc_auc(fitted.pipeline, contacts.get(key, _empty(contacts)))
         if on_month is not None:
             on_month(key, scores[key])
