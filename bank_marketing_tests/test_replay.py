@@ -10,6 +10,8 @@ import math
 
 import pytest
 
+from bank_marketing import replay_report
+from bank_marketing.settings import Settings
 from bank_marketing.training.families import FAMILIES
 from bank_marketing_tests.conftest import REPLAYED_MONTHS, ReplayedStack
 
@@ -48,3 +50,24 @@ def test_a_short_replay_monitors_each_month_and_retrains_where_the_sensor_asks(
     assert len(quality) == 3
     predictions = monitoring.read_predictions()
     assert len(predictions) == sum(month.rows for month in result.months)
+
+
+def test_the_baselines_score_the_replayed_months_as_the_report_shows_them(
+    replayed_stack: ReplayedStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable, value in replayed_stack.environment.items():
+        monkeypatch.setenv(variable, value)
+    result = replayed_stack.result
+    scores = replay_report.baselines(Settings.from_env(), result)
+    frozen, monthly = (
+        scores[f"{replay_report.FROZEN} (v{result.first_champion})"],
+        scores[f"{result.first_champion_family} {replay_report.MONTHLY}"],
+    )
+    keys = [f"{month}-01" for month in REPLAYED_MONTHS]
+    assert sorted(frozen) == sorted(monthly) == keys
+    assert all(0.5 < frozen[key] < 1 and 0.5 < monthly[key] < 1 for key in keys)
+    # Where the loop's month was scored by the first champion, the frozen baseline is that score.
+    first = [m for m in result.months if m.scored_by == result.first_champion]
+    assert first
+    for month in first:
+        assert frozen[f"{month.month}-01"] == pytest.approx(month.roc_auc, abs=1e-6)
