@@ -121,10 +121,10 @@ class ModelInputs(dg.ConfigurableResource):
     )
     day_of_year: bool = Field(
         default=False,
-        description=f"Also derive the day of the year from month and day inside the model "
-        f"({ENV_DAY_OF_YEAR}; needs both columns). Helps gradient boosting on a random split of "
-        "all data; on the monthly windows it helps some families and hurts others "
-        "(BENCHMARKS.md), so it is off.",
+        description=f"Also derive the day of the year from month and day inside the model, and "
+        f"the previous contact's (day of the year less pdays) when pdays is a column "
+        f"({ENV_DAY_OF_YEAR}; needs month and day). Helps gradient boosting on a random split of "
+        "all data; on the monthly windows it mostly hurts (BENCHMARKS.md), so it is off.",
     )
 
     @classmethod

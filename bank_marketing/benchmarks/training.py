@@ -3,9 +3,10 @@
 Side by side in one run, with the defaults of the training assets:
 - as of 2009-06 (the 12-month window 2008-07..2009-06, split as a training round splits it);
 - on a random stratified 80/20 split of all 45,211 contacts (seed 42), with the default inputs,
-  and with every input known before the call plus the day of the year (``model_inputs``:
-  ``columns`` all fifteen, ``day_of_year`` on); the best of each also by 5-fold cross-validation
-  over all contacts, which says how much of its score the one split's luck is;
+  and with every input known before the call plus the days of the year of the call and of the
+  previous contact (``model_inputs``: ``columns`` all fifteen, ``day_of_year`` on); the best of
+  each also by 5-fold cross-validation over all contacts, which says how much of its score the
+  one split's luck is;
 - a whole round as `make run` runs it: `training_job` as of 2009-06 with the five candidates in
   parallel processes, MLflow logging and registration included (wall time of the run).
 
@@ -151,12 +152,12 @@ def main() -> int:
     )
     print(f"random 80/20 split of all {len(frame)} contacts, the default inputs:")
     random = _families(train, validation)
-    print("the same split, every input known before the call and the day of the year:")
+    print("the same split, every input known before the call and the derived days of the year:")
     everything = _families(train, validation, EVERYTHING)
     bests = []  # (what, family, its score on the split, its cross-validated score)
     for what, inputs, results in (
         ("the default inputs", DEFAULTS, random),
-        (f"all {len(PRE_CALL_INPUTS)} inputs and the day of the year", EVERYTHING, everything),
+        (f"all {len(PRE_CALL_INPUTS)} inputs and the days of the year", EVERYTHING, everything),
     ):
         family = max(results, key=lambda name: results[name][1])
         cross_validated = _cross_validated(frame, family, inputs, defaults.seed)
@@ -175,8 +176,9 @@ def main() -> int:
         "",
         f"| family | as of 2009-06 ({where}, {len(split)} contacts): fit s | validation ROC AUC "
         "| random 80/20 split of all data: fit s | validation ROC AUC "
-        f"| the same split, all {len(PRE_CALL_INPUTS)} inputs known before the call and the day of "
-        "the year: fit s | validation ROC AUC |",
+        f"| the same split, all {len(PRE_CALL_INPUTS)} inputs known before the call and the days "
+        "of the year of the call and of the previous contact (`day_of_year`): fit s "
+        "| validation ROC AUC |",
         "|---|---|---|---|---|---|---|",
     ]
     for family in CANDIDATE_CONFIGS:
