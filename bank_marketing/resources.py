@@ -111,6 +111,11 @@ ENV_DAY_OF_YEAR = "BANK_MARKETING_DAY_OF_YEAR"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+def env_names(env: Mapping[str, str], variable: str) -> list[str]:
+    """The comma-separated names in ``variable``, stripped; empty when it is unset or blank."""
+    return [name.strip() for name in env.get(variable, "").split(",") if name.strip()]
+
+
 class ModelInputs(dg.ConfigurableResource):
     """The contact fields every candidate model takes as input (its signature for serving)."""
 
@@ -132,9 +137,8 @@ class ModelInputs(dg.ConfigurableResource):
         """The inputs set in ``BANK_MARKETING_MODEL_INPUTS`` and ``_DAY_OF_YEAR``, checked."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        columns = env.get(ENV_MODEL_INPUTS, "")
-        if columns.strip():
-            values["columns"] = [name.strip() for name in columns.split(",") if name.strip()]
+        if columns := env_names(env, ENV_MODEL_INPUTS):
+            values["columns"] = columns
         flag = env.get(ENV_DAY_OF_YEAR, "").strip()
         if flag:
             if flag.lower() not in _BOOLEANS:

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from bank_marketing import alerts
 from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import MonitoringDatabase
+from bank_marketing.resources import MonitoringDatabase, env_names
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 CHAMPION_MODEL = dg.AssetKey("champion_model")
@@ -96,9 +96,8 @@ class RetrainPolicy(dg.ConfigurableResource):
                     values[field] = kind(text)
                 except ValueError as error:
                     raise ValueError(f"{variable}={text!r} is not a {kind.__name__}") from error
-        names = env.get(ENV_ALERT_NAMES, "")
-        if names.strip():
-            values["alert_names"] = [name.strip() for name in names.split(",") if name.strip()]
+        if names := env_names(env, ENV_ALERT_NAMES):
+            values["alert_names"] = names
         return cls(**values)
 
 
