@@ -28,7 +28,7 @@ class FittedCandidate:
     train_rows_capped: bool
     # The pipeline's probabilities for the validation rows, in their order.
     validation_probability: np.ndarray
-    # Whether the pipeline derives the day of the year from month and day.
+    # Whether the pipeline derives the day of the year (and, with pdays, the previous contact's).
     day_of_year: bool = False
 
 
@@ -45,7 +45,8 @@ def fit_candidate(
 ) -> FittedCandidate:
     """Fit ``family`` with ``params`` on ``train`` (capped, stratified, when too slow to fit).
 
-    ``day_of_year``: derive the day of the year from month and day inside the pipeline.
+    ``day_of_year``: derive the day of the year from month and day inside the pipeline, and the
+    previous contact's when ``pdays`` is an input.
     """
     capped = max_train_rows is not None and len(train) > max_train_rows
     if capped:
