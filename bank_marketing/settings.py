@@ -14,10 +14,30 @@ from pathlib import Path
 from bank_marketing.data.source import UCI_ARCHIVE_URL
 
 DEFAULT_HOME = ".bank-marketing"
-EMBEDDED_INSTANCE_YAML = """\
-# Embedded Dagster instance of bank-marketing: SQLite storage in this folder.
+ENV_SENSOR_INTERVAL = "BANK_MARKETING_SENSOR_INTERVAL_SECONDS"
+EMBEDDED_INSTANCE_HEADER = "# Embedded Dagster instance of bank-marketing"
+EMBEDDED_INSTANCE_YAML = f"""\
+{EMBEDDED_INSTANCE_HEADER}: SQLite storage in this folder.
+# Written by `bank-marketing init` (make dev, make live, the replay); rewritten while this first
+# line stays, so delete it to keep your own edits.
 telemetry:
   enabled: false
+
+# The daemon launches the loop's runs from a queue; the same limits as the stack's dagster.yaml.
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+      - key: bank_marketing/job
+        value: training
+        limit: 1
+      - key: bank_marketing/job
+        value: deployment
+        limit: 1
 """
 
 
@@ -30,10 +50,12 @@ class Settings:
     db_url: str
     mlflow_tracking_uri: str
     dagster_home: Path
+    landing_dir: Path
     serve_url: str
     ray_dashboard_url: str
     ray_auth_token: str | None = None
     webhook_token: str | None = None
+    sensor_interval_seconds: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,11 +67,15 @@ class Settings:
             db_url=env.get("BANK_MARKETING_DB_URL") or f"sqlite:///{home / 'monitoring.db'}",
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().absolute(),
+            landing_dir=Path(env.get("BANK_MARKETING_LANDING") or home / "landing")
+            .expanduser()
+            .absolute(),
             serve_url=env.get("BANK_MARKETING_SERVE_URL") or "http://127.0.0.1:8000",
             # The names Ray's own `serve deploy` reads.
             ray_dashboard_url=env.get("RAY_DASHBOARD_ADDRESS") or "http://127.0.0.1:8265",
             ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
             webhook_token=env.get("BANK_MARKETING_WEBHOOK_TOKEN") or None,
+            sensor_interval_seconds=_positive_int(env, ENV_SENSOR_INTERVAL, 30),
         )
 
     @property
@@ -80,9 +106,26 @@ class Settings:
             self.storage_dir,
             self.reports_dir,
             self.dagster_home,
+            self.landing_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
         instance_config = self.dagster_home / "dagster.yaml"
-        if not instance_config.exists():
+        current = instance_config.read_text() if instance_config.exists() else None
+        if current is None or (
+            current.startswith(EMBEDDED_INSTANCE_HEADER) and current != EMBEDDED_INSTANCE_YAML
+        ):
             # An embedded instance: SQLite storage in DAGSTER_HOME (Dagster's default).
             instance_config.write_text(EMBEDDED_INSTANCE_YAML)
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{variable}={text!r} is not a whole number of seconds of at least 1")
+    return value
