@@ -175,3 +175,20 @@ def test_split_by_day_needs_more_days_than_folds() -> None:
 def test_split_by_anything_but_day_or_row_is_refused() -> None:
     with pytest.raises(ValueError, match="'day' or 'row', not 'month'"):
         split_window(_calls(days=60), 0.2, 42, WHERE, by="month")
+
+
+def test_months_that_landed_as_files_of_their_own_get_one_numbering() -> None:
+    """Each landed file numbers its lines from 2: the window renumbers, keeping the order."""
+
+    def month(key: str, label: str, rows: int) -> pd.DataFrame:
+        frame = pd.DataFrame({"y": [label] * rows, "contact_month": pd.Timestamp(key)})
+        frame.index = pd.Index(range(2, rows + 2), name="line")
+        return frame
+
+    window = assemble_window(
+        {"2009-02-01": month("2009-02-01", "no", 3), "2009-01-01": month("2009-01-01", "yes", 2)},
+        pd.Timestamp("2009-02-01"),
+        2,
+    )
+    assert window.index.is_unique and window.index.name == "line"
+    assert window["y"].tolist() == ["yes", "yes", "no", "no", "no"]

@@ -32,10 +32,13 @@ def describe(months: list[pd.Timestamp]) -> str:
 def assemble_window(
     contacts_by_month: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, months: int
 ) -> pd.DataFrame:
-    """The contacts of the window, in file order. Months before the data's first are empty.
+    """The contacts of the window, month after month, each month in file order. Months before
+    the data's first are empty.
 
     ``contacts_by_month`` maps partition keys (``YYYY-MM-DD``) to months of contacts; a key after
-    ``as_of`` is ignored, so later data can never leak into training.
+    ``as_of`` is ignored, so later data can never leak into training. Months read from the whole
+    file keep its line numbers; months that landed as files of their own number their lines from
+    2 each, so a window holding any of them is numbered 0..n-1 instead (same rows, same order).
     """
     wanted = {f"{month:%Y-%m-%d}" for month in window_months(as_of, months)}
     frames = [frame for key, frame in sorted(contacts_by_month.items()) if key in wanted]
@@ -43,7 +46,10 @@ def assemble_window(
         raise TrainingDataError(
             f"training window {describe(window_months(as_of, months))} has no stored months"
         )
-    return pd.concat(frames).sort_index()
+    window = pd.concat(frames)
+    if not window.index.is_unique:
+        window.index = pd.RangeIndex(len(window), name=window.index.name)
+    return window
 
 
 def call_days(frame: pd.DataFrame) -> pd.Series:
