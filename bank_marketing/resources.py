@@ -33,8 +33,40 @@ class DataSource(dg.ConfigurableResource):
         description="Folder that keeps downloaded files, so each downloads once."
     )
 
+    landing_dir: str | None = Field(
+        default=None,
+        description="The landing location (BANK_MARKETING_LANDING): monthly extracts, one month "
+        "per file, that validate_landed_files turns into contacts runs.",
+    )
+
     def load(self) -> LoadedContacts:
         return load_contacts(self.source, Path(self.cache_dir))
+
+    def landing(self) -> Path:
+        """The landing location; a code location without one cannot take monthly files."""
+        if not self.landing_dir:
+            raise ValueError("data_source.landing_dir is not set: no landing location to read")
+        return Path(self.landing_dir)
+
+
+class StoredOrNone(dg.ConfigurableIOManager):
+    """Loads an input as the filesystem IO manager stored it, or None if it was never stored.
+
+    ``contacts`` reads ``raw_contacts`` through it: a month that arrives as a landed file needs
+    no whole-file source, so the stack can start from monthly files alone.
+    """
+
+    base_dir: str = Field(description="The filesystem IO manager's folder (the home's storage/).")
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        raise NotImplementedError("StoredOrNone only loads inputs")
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        stored = dg.FilesystemIOManager(base_dir=self.base_dir).create_io_manager(None)  # type: ignore[arg-type]
+        try:
+            return stored.load_input(context)
+        except FileNotFoundError:
+            return None
 
 
 class MonitoringDatabase(dg.ConfigurableResource):

@@ -2,6 +2,7 @@
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -9,7 +10,8 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
 from bank_marketing.data.fields import COLUMNS
-from bank_marketing.data.months import MonthOrderError, recover_months
+from bank_marketing.data.landing import LandingError, read_landed
+from bank_marketing.data.months import FIRST_MONTH, LAST_MONTH, MonthOrderError, recover_months
 from bank_marketing.data.quality import MonthValidation, validate_month
 from bank_marketing.data.schemas import Contacts
 from bank_marketing.data.source import SourceError
@@ -17,6 +19,8 @@ from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import DataSource, MonitoringDatabase
 
 SAMPLE_ROWS = 10
+# The input manager that reads raw_contacts if it was ever stored (resources.StoredOrNone).
+RAW_IF_STORED = "raw_contacts_if_stored"
 
 with warnings.catch_warnings():
     # dagster-pandera marks this beta; it is the integration's one entry point.
@@ -63,11 +67,17 @@ class ContactsConfig(dg.Config):
             "nothing downstream runs."
         ),
     )
+    landed_file: str | None = Field(
+        default=None,
+        description="A monthly extract in the landing location to validate, instead of the "
+        "month's rows of raw_contacts. validate_landed_files sets it for every file it sees.",
+    )
 
 
 @dg.asset(
     group_name="ingest",
     partitions_def=monthly_partitions,
+    ins={"raw_contacts": dg.AssetIn(input_manager_key=RAW_IF_STORED)},
     dagster_type=ContactsType,
     kinds={"pandas", "pandera"},
     check_specs=[
@@ -85,13 +95,18 @@ class ContactsConfig(dg.Config):
 def contacts(
     context: dg.AssetExecutionContext,
     config: ContactsConfig,
-    raw_contacts: pd.DataFrame,
+    raw_contacts: pd.DataFrame | None,
     monitoring_db: MonitoringDatabase,
+    data_source: DataSource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """One calendar month of validated contacts; rows that fail validation go to contact_rejects."""
-    month = pd.Timestamp(context.partition_key)
-    source = raw_source(context)
-    result = validate_month(raw_contacts[raw_contacts["contact_month"] == month], month)
+    """One calendar month of validated contacts, from the month's landed file or from
+    raw_contacts; rows that fail validation go to contact_rejects."""
+    month = _partition_month(context.partition_key)
+    if config.landed_file:
+        frame, source = _landed(config.landed_file, month, data_source)
+    else:
+        frame, source = _from_raw(raw_contacts, month, raw_source(context), data_source)
+    result = validate_month(frame, month)
     monitoring_db.replace_rejects(month.date(), result.rejected, source.get("sha256", ""))
     passed = result.invalid_share <= config.max_invalid_share
     metadata = _quality_metadata(result, config.max_invalid_share, source, monitoring_db)
@@ -119,6 +134,62 @@ def contacts(
             "source_sha256": source.get("sha256", ""),
         },
     )
+
+
+def _partition_month(partition_key: str) -> pd.Timestamp:
+    """The partition's month; a key outside the partitions fails before anything is checked."""
+    month = pd.Timestamp(partition_key)
+    if partition_key not in monthly_partitions.get_partition_keys():
+        raise dg.Failure(
+            description=f"contacts {month:%Y-%m}: not a month of the data; the partitions run "
+            f"{FIRST_MONTH:%Y-%m}..{LAST_MONTH:%Y-%m}",
+            allow_retries=False,
+        )
+    return month
+
+
+def _landed(
+    path: str, month: pd.Timestamp, data_source: DataSource
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A landed file's rows, which must be the partition's month."""
+    try:
+        landed = read_landed(Path(path), Path(data_source.cache_dir))
+    except (SourceError, LandingError) as error:
+        raise dg.Failure(
+            description=f"contacts {month:%Y-%m}: {error} The month's stored data is unchanged.",
+            metadata={"landed_file": path},
+            allow_retries=False,
+        ) from error
+    if landed.month != month:
+        raise dg.Failure(
+            description=f"contacts {month:%Y-%m}: the landed file {path} holds "
+            f"{landed.month:%Y-%m}, not this partition's month",
+            allow_retries=False,
+        )
+    return landed.frame, {"location": str(landed.path), "sha256": landed.sha256}
+
+
+def _from_raw(
+    raw: pd.DataFrame | None, month: pd.Timestamp, source: dict[str, str], data_source: DataSource
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The month's rows of raw_contacts; a month the stored file does not reach fails."""
+    if raw is None:
+        raise dg.Failure(
+            description=f"contacts {month:%Y-%m}: no data for the month: raw_contacts was never "
+            f"materialized and no landed file was given. Materialize raw_contacts (the whole "
+            f"file, {data_source.source}) or land the month's file in "
+            f"{data_source.landing_dir or 'the landing location'}.",
+            allow_retries=False,
+        )
+    first, last = raw["contact_month"].min(), raw["contact_month"].max()
+    if not first <= month <= last:
+        raise dg.Failure(
+            description=f"contacts {month:%Y-%m}: raw_contacts "
+            f"({source.get('location', data_source.source)}) holds {first:%Y-%m}..{last:%Y-%m}, "
+            f"not this month; land the month's file instead.",
+            allow_retries=False,
+        )
+    return raw[raw["contact_month"] == month], source
 
 
 def raw_source(context: dg.AssetExecutionContext) -> dict[str, str]:
