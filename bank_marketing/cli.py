@@ -84,6 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="Skip the frozen and monthly-retrained baselines (and the plot).",
     )
+    land = commands.add_parser(
+        "land",
+        help="Cut months of the UCI history into the landing location, as monthly extracts.",
+        description="Write each month from YYYY-MM through --through (default: that month alone) "
+        "of BANK_MARKETING_SOURCE as contacts-YYYY-MM.csv in BANK_MARKETING_LANDING (default: "
+        "the home's landing/), the way a bank's monthly extract arrives. Under the Dagster "
+        "daemon, validate_landed_files turns each new file into that month's contacts run.",
+    )
+    land.add_argument("month", metavar="YYYY-MM", help="The first month to land.")
+    land.add_argument("--through", metavar="YYYY-MM", help="The last month to land.")
     commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
@@ -94,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.prepare()
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
         return 0
+    if args.command == "land":
+        return _land(settings, args.month, args.through)
     if args.command == "run":
         as_of = None if args.no_train else args.as_of
         return _run(settings, args.months, as_of, serve=not (args.no_train or args.no_serve))
@@ -108,6 +120,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         with dg.DagsterInstance.get() as instance:
             return _deploy(build_definitions(settings), instance, args.version)
     return 2
+
+
+def _land(settings: Settings, first: str, through: str | None) -> int:
+    from bank_marketing.data.landing import LandingError, cut_months
+    from bank_marketing.data.source import SourceError
+
+    settings.prepare()
+    try:
+        written = cut_months(
+            settings.source, settings.cache_dir, settings.landing_dir, first, through
+        )
+    except LandingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        rows = sum(1 for _ in path.open()) - 1
+        print(f"landed {path} ({rows} contacts)")
+    print(f"{len(written)} file(s) in {settings.landing_dir}")
+    return 0
 
 
 def _environment(settings: Settings) -> None:

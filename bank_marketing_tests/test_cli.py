@@ -49,3 +49,22 @@ def test_run_refuses_months_outside_the_data(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert main(["run", "--months", "2011-01"]) == 2
     assert "no such month(s): 2011-01" in capsys.readouterr().err
+
+
+def test_land_cuts_months_into_the_landing_location(
+    tmp_path, bank_full_path, monkeypatch, capsys
+) -> None:
+    landing = tmp_path / "landing"
+    monkeypatch.setenv("BANK_MARKETING_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BANK_MARKETING_SOURCE", str(bank_full_path))
+    monkeypatch.setenv("BANK_MARKETING_LANDING", str(landing))
+    assert main(["land", "2008-08", "--through", "2008-10"]) == 0
+    out = capsys.readouterr().out
+    # 2008-09 has no calls: no file.
+    assert sorted(p.name for p in landing.iterdir()) == [
+        "contacts-2008-08.csv",
+        "contacts-2008-10.csv",
+    ]
+    assert f"2 file(s) in {landing}" in out
+    assert main(["land", "2011-01"]) == 2
+    assert "outside the data's months 2008-05..2010-11" in capsys.readouterr().err
