@@ -9,7 +9,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from bank_marketing.assets.contacts import contacts, raw_contacts
+from bank_marketing.assets.contacts import RAW_IF_STORED, contacts, raw_contacts
 from bank_marketing.assets.deployment import production_deployment
 from bank_marketing.assets.monitoring import drift_report, predictions
 from bank_marketing.assets.training import (
@@ -23,9 +23,10 @@ from bank_marketing.resources import (
     ModelInputs,
     MonitoringDatabase,
     ServingCluster,
+    StoredOrNone,
     mlflow_tracking_in_home,
 )
-from bank_marketing.sensors import RetrainPolicy, sensors
+from bank_marketing.sensors import TRIGGER_TAG, RetrainPolicy, build_sensors
 from bank_marketing.settings import Settings
 from bank_marketing.training.tracking import EXPERIMENT_NAME
 
@@ -33,17 +34,24 @@ from bank_marketing.training.tracking import EXPERIMENT_NAME
 # max_concurrent (run config) on a bigger Dagster deployment.
 TRAINING_CONCURRENCY = 2
 
+JOB_TAG = "bank_marketing/job"
+# What started a run: the sensors and the automation set their own name; a run launched from the
+# UI or by a command keeps this.
+BY_HAND = {TRIGGER_TAG: "by hand"}
+
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(raw_contacts),
     description="Read the source file into raw_contacts.",
+    tags=BY_HAND,
 )
 contacts_job = dg.define_asset_job(
     "contacts_job",
     selection=dg.AssetSelection.assets(contacts),
-    description="Validate one month of contacts from raw_contacts.",
+    description="Validate one month of contacts: from a landed file (validate_landed_files sets "
+    "it) or from raw_contacts.",
+    tags=BY_HAND,
 )
-JOB_TAG = "bank_marketing/job"
 training_selection = dg.AssetSelection.assets(training_set, *candidates, champion_model)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -54,7 +62,7 @@ with warnings.catch_warnings():
         executor_def=dg.multiprocess_executor.configured({"max_concurrent": TRAINING_CONCURRENCY}),
         # The stack's run queue (dagster.yaml) runs one training round at a time by this tag:
         # two rounds promoting at once would each compare with the same champion.
-        tags={JOB_TAG: "training"},
+        tags={**BY_HAND, JOB_TAG: "training"},
         hooks={end_mlflow_on_run_finished},
     )
     evaluation_job = dg.define_asset_job(
@@ -62,17 +70,23 @@ with warnings.catch_warnings():
         selection=dg.AssetSelection.assets(champion_evaluation),
         description="Score the as-of month's champion on the month after its window.",
         hooks={end_mlflow_on_run_finished},
+        tags=BY_HAND,
     )
     monitoring_job = dg.define_asset_job(
         "monitoring_job",
         selection=dg.AssetSelection.assets(predictions, drift_report),
-        description="Score one month with the champion and report its drift and realized quality.",
+        description="Score months with the current champion and report their drift and realized "
+        "quality. Months never scored are scored by score_new_months; a run of this job for a "
+        "month already scored rescores it and replaces its month-ahead record.",
         hooks={end_mlflow_on_run_finished},
+        tags=BY_HAND,
     )
 deployment_job = dg.define_asset_job(
     "deployment_job",
     selection=dg.AssetSelection.assets(production_deployment),
     description="Roll the prediction service over to the champion (or a pinned version).",
+    # One rollover at a time (dagster.yaml, the embedded instance): two would overwrite each other.
+    tags={**BY_HAND, JOB_TAG: "deployment"},
 )
 
 
@@ -107,10 +121,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             deployment_job,
             monitoring_job,
         ],
-        sensors=sensors,
+        sensors=build_sensors(settings.sensor_interval_seconds),
+        # A run the automation or a sensor launches runs its steps in its own process: the monthly
+        # steps are small, and a process per step would cost more than it runs. training_job
+        # keeps its parallel processes.
+        executor=dg.in_process_executor,
         resources={
             "io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir)),
-            "data_source": DataSource(source=settings.source, cache_dir=str(settings.cache_dir)),
+            RAW_IF_STORED: StoredOrNone(base_dir=str(settings.storage_dir)),
+            "data_source": DataSource(
+                source=settings.source,
+                cache_dir=str(settings.cache_dir),
+                landing_dir=str(settings.landing_dir),
+            ),
             "monitoring_db": MonitoringDatabase(
                 url=settings.db_url,
                 db_schema="monitoring" if settings.db_url.startswith("postgresql") else None,

@@ -1,30 +1,51 @@
-"""Sensors that close the loop: retrain when a month drifts or Grafana alerts, deploy new champions.
+"""Sensors that close the loop under the Dagster daemon.
 
-Each sensor reads every new event since its cursor (a storage id or a row id), oldest first, so
-months that land between two ticks are all evaluated; ``asset_sensor`` would see only the newest.
-Run keys come from the event, so one event makes at most one run however often a tick repeats.
-Thresholds and the cooldown are the ``retrain_policy`` resource, read from the environment.
+A monthly file lands: ``validate_landed_files`` asks for that month's ``contacts``; the automation
+sensor ``score_new_months`` carries a newly validated month through ``predictions`` and
+``drift_report``; ``retrain_on_drift`` (or ``retrain_on_grafana_alert``) asks for a training round;
+``deploy_new_champion`` rolls the service over when the round changes the champion.
+
+Each sensor reads every new event since its cursor (a storage id, a row id, the digests of the
+files it has seen), oldest first, so months that land between two ticks are all evaluated;
+``asset_sensor`` would see only the newest. Run keys come from the event, so one event makes at
+most one run however often a tick repeats, and a restarted daemon whose cursor is gone finds the
+runs it asked for before by their keys. Thresholds and the cooldown are the ``retrain_policy``
+resource, read from the environment.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from bank_marketing import alerts
+from bank_marketing.data.landing import (
+    LandingError,
+    landed_files,
+    month_in_name,
+    read_landed,
+    sha256,
+)
+from bank_marketing.data.source import SourceError
 from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import MonitoringDatabase, env_names
+from bank_marketing.resources import DataSource, MonitoringDatabase, env_names
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 CHAMPION_MODEL = dg.AssetKey("champion_model")
+PRODUCTION_DEPLOYMENT = dg.AssetKey("production_deployment")
+CONTACTS_JOB = "contacts_job"
 TRAINING_JOB = "training_job"
 DEPLOYMENT_JOB = "deployment_job"
+# Dagster's default; tests and the replay shorten it (BANK_MARKETING_SENSOR_INTERVAL_SECONDS).
+DEFAULT_INTERVAL_SECONDS = 30
 # Events read per tick; the rest wait for the next tick, in order.
 BATCH = 100
 # Training runs looked at for the cooldown, newest first.
@@ -224,6 +245,15 @@ def _last_training_month(instance: dg.DagsterInstance) -> str | None:
     return max(months, default=None)
 
 
+def live_version(instance: dg.DagsterInstance) -> str | None:
+    """The version the latest production_deployment put live, if any."""
+    records = instance.fetch_materializations(PRODUCTION_DEPLOYMENT, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("live_version")
+    return None if value is None else str(value.value)
+
+
 def _skip(reason: str, cursor: str | None) -> dg.SensorResult:
     """A tick that requests nothing, says why, and moves the cursor to ``cursor``."""
     return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
@@ -250,14 +280,7 @@ def _new_materializations(
     ).records
 
 
-@dg.sensor(
-    job_name=TRAINING_JOB,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain as of a month whose drift_report crosses the retrain_policy thresholds "
-    "(prediction drift or drifted share); every new report is evaluated, empty months never "
-    "trigger, and one report makes at most one run.",
-)
-def retrain_on_drift(
+def _retrain_on_drift(
     context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicy
 ) -> dg.SensorResult:
     records = _new_materializations(context, DRIFT_REPORT)
@@ -294,14 +317,7 @@ def retrain_on_drift(
     return retrains.result(context, cursor=str(records[-1].storage_id), seen=len(records))
 
 
-@dg.sensor(
-    job_name=TRAINING_JOB,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain when Grafana posts a firing alert to POST /webhooks/grafana: as of "
-    "the month the alert names (label 'month'), else the latest month with a drift_report. "
-    "Repeated notifications and resolved alerts trigger nothing.",
-)
-def retrain_on_grafana_alert(
+def _retrain_on_grafana_alert(
     context: dg.SensorEvaluationContext,
     retrain_policy: RetrainPolicy,
     monitoring_db: MonitoringDatabase,
@@ -343,13 +359,7 @@ def retrain_on_grafana_alert(
     return retrains.result(context, cursor=str(stored[-1].id), seen=len(stored))
 
 
-@dg.sensor(
-    job_name=DEPLOYMENT_JOB,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Roll serving over (deployment_job) when a champion_model materialization "
-    "records a new champion; one run per champion version.",
-)
-def deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def _deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     records = _new_materializations(context, CHAMPION_MODEL)
     if not records:
         return _skip(
@@ -371,6 +381,9 @@ def deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         )
     # Only the newest champion is worth rolling out; the job serves the alias anyway.
     record, version, previous = changes[-1]
+    live = live_version(context.instance)
+    if live == version:
+        return _skip(f"v{version}, the newest champion, is already live", cursor)
     if len(changes) > 1:
         context.log.info(
             "champions %s were replaced before deployment; deploying v%s",
@@ -393,4 +406,159 @@ def deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     )
 
 
-sensors = [retrain_on_drift, retrain_on_grafana_alert, deploy_new_champion]
+RETRAIN_ON_DRIFT_DESCRIPTION = (
+    "Retrain as of a month whose drift_report crosses the retrain_policy thresholds "
+    "(prediction drift or drifted share); every new report is evaluated, empty months never "
+    "trigger, and one report makes at most one run."
+)
+
+RETRAIN_ON_GRAFANA_ALERT_DESCRIPTION = (
+    "Retrain when Grafana posts a firing alert to POST /webhooks/grafana: as of "
+    "the month the alert names (label 'month'), else the latest month with a drift_report. "
+    "Repeated notifications and resolved alerts trigger nothing."
+)
+
+DEPLOY_NEW_CHAMPION_DESCRIPTION = (
+    "Roll serving over (deployment_job) when a champion_model materialization "
+    "records a new champion; one run per champion version."
+)
+VALIDATE_LANDED_FILES_DESCRIPTION = (
+    "Validate a month (contacts) when its file lands in the landing location "
+    "(BANK_MARKETING_LANDING) or changes there: one run per file content (run key from its "
+    "sha256). A file whose name holds no month of the data, or whose rows are of another month, "
+    "is skipped with the reason; a file the loader cannot read makes one failed run with the "
+    "loader's message."
+)
+SCORE_NEW_MONTHS_DESCRIPTION = (
+    "Declarative automation: once a month's contacts materialize (their blocking check "
+    "passed), predictions and drift_report of that month run, but only for months never scored: "
+    "a later champion never rescores an old month by itself."
+)
+LANDED_TAG = "bank_marketing/landed_file"
+
+
+def _validate_landed_files(
+    context: dg.SensorEvaluationContext, data_source: DataSource
+) -> dg.SensorResult:
+    # The cursor: each file's digest as last seen, and why each skipped file starts no run (so
+    # every later tick still says it, without reading the file again).
+    state = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, str] = state.get("files", {})
+    was_skipped: dict[str, str] = state.get("skipped", {})
+    folder = data_source.landing()
+    files: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    requests: list[dg.RunRequest] = []
+    for path in landed_files(folder):
+        digest = sha256(path)
+        files[path.name] = digest
+        if seen.get(path.name) == digest:
+            if path.name in was_skipped:
+                skipped[path.name] = was_skipped[path.name]
+            continue
+        arrival = judge_arrival(path, digest, data_source)
+        if isinstance(arrival, str):
+            skipped[path.name] = arrival
+            context.log.warning("skipped %s", arrival)
+        else:
+            requests.append(arrival)
+    cursor = json.dumps({"files": files, "skipped": skipped}, sort_keys=True)
+    for request in requests:
+        context.log.info(
+            "contacts %s requested for %s (run key %s)",
+            (request.partition_key or "")[:7],
+            request.tags[LANDED_TAG],
+            request.run_key,
+        )
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    reason = f"no new or changed file in {folder} ({len(files)} file(s) seen)"
+    if skipped:
+        reason += "; skipped: " + "; ".join(skipped.values())
+    return _skip(reason, cursor)
+
+
+def judge_arrival(path: Path, digest: str, data_source: DataSource) -> dg.RunRequest | str:
+    """The contacts run for a landed file, or why the file starts none.
+
+    A file the loader cannot read still gets its run: the run fails once, with the loader's
+    message, where the UI shows it. A file that names no month of the data, or whose rows are of
+    another month, would only ever fail, so it is skipped with the reason.
+    """
+    try:
+        landed = read_landed(path, Path(data_source.cache_dir))
+    except LandingError as error:
+        return f"{path.name}: {error}"
+    except SourceError:
+        month = month_in_name(path)
+        assert month is not None  # read_landed checks the name before the content
+    else:
+        month = landed.month
+    key = f"{month:%Y-%m-%d}"
+    return dg.RunRequest(
+        run_key=f"landed-{month:%Y-%m}-{digest[:16]}",
+        partition_key=key,
+        run_config={"ops": {"contacts": {"config": {"landed_file": str(path)}}}},
+        tags={
+            TRIGGER_TAG: "validate_landed_files",
+            LANDED_TAG: path.name,
+            "bank_marketing/landed_sha256": digest,
+        },
+    )
+
+
+def build_sensors(
+    interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+) -> list[dg.SensorDefinition]:
+    """Every sensor of the loop, running by default, evaluated every ``interval_seconds``."""
+
+    def sensor(function: Any, name: str, job_name: str, description: str) -> dg.SensorDefinition:
+        return dg.sensor(
+            name=name,
+            job_name=job_name,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval_seconds,
+            description=description,
+        )(function)
+
+    return [
+        sensor(
+            _validate_landed_files,
+            "validate_landed_files",
+            CONTACTS_JOB,
+            VALIDATE_LANDED_FILES_DESCRIPTION,
+        ),
+        dg.AutomationConditionSensorDefinition(
+            "score_new_months",
+            target=dg.AssetSelection.assets("predictions", "drift_report"),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval_seconds,
+            run_tags={TRIGGER_TAG: "score_new_months"},
+            # One run per month, so each run's tags and partition say what it scored.
+            emit_backfills=False,
+            description=SCORE_NEW_MONTHS_DESCRIPTION,
+        ),
+        sensor(_retrain_on_drift, "retrain_on_drift", TRAINING_JOB, RETRAIN_ON_DRIFT_DESCRIPTION),
+        sensor(
+            _retrain_on_grafana_alert,
+            "retrain_on_grafana_alert",
+            TRAINING_JOB,
+            RETRAIN_ON_GRAFANA_ALERT_DESCRIPTION,
+        ),
+        sensor(
+            _deploy_new_champion,
+            "deploy_new_champion",
+            DEPLOYMENT_JOB,
+            DEPLOY_NEW_CHAMPION_DESCRIPTION,
+        ),
+    ]
+
+
+sensors = build_sensors()
+(
+    validate_landed_files,
+    score_new_months,
+    retrain_on_drift,
+    retrain_on_grafana_alert,
+    deploy_new_champion,
+) = sensors

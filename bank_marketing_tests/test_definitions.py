@@ -52,6 +52,8 @@ def test_definitions_load() -> None:
         "monitoring_job",
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
+        "validate_landed_files",
+        "score_new_months",
         "retrain_on_drift",
         "retrain_on_grafana_alert",
         "deploy_new_champion",
@@ -82,3 +84,22 @@ def test_the_stacks_run_queue_runs_one_training_round_at_a_time() -> None:
             defs.resolve_job_def(other).tags.get(limit["key"]) == limit["value"]
             for limit in training
         )
+
+
+def test_the_embedded_instance_queues_runs_with_the_stacks_limits(tmp_path) -> None:
+    """The daemon launches the loop's runs on the embedded instance too (make dev, make live)."""
+    from bank_marketing.settings import Settings
+
+    settings = Settings.from_env({"BANK_MARKETING_HOME": str(tmp_path / "home")})
+    settings.prepare()
+    embedded = yaml.safe_load((settings.dagster_home / "dagster.yaml").read_text())
+    stack = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert embedded["concurrency"] == stack["concurrency"]
+    for job, value in (("training_job", "training"), ("deployment_job", "deployment")):
+        assert defs.resolve_job_def(job).tags["bank_marketing/job"] == value
+
+
+def test_every_job_says_what_started_its_runs() -> None:
+    for job in defs.get_repository_def().get_all_jobs():
+        if not job.name.startswith("__"):
+            assert job.tags.get("bank_marketing/trigger") == "by hand", job.name

@@ -23,7 +23,6 @@ from bank_marketing.sensors import (
     judge_drift,
     retrain_on_drift,
     retrain_on_grafana_alert,
-    sensors,
 )
 from bank_marketing.serving.webhook import PATH, create_webhook_router
 
@@ -488,23 +487,36 @@ def test_only_the_newest_of_several_champions_is_deployed(instance: dg.DagsterIn
 
 
 def test_sensors_load_with_the_real_jobs_and_resources(tmp_path: Path) -> None:
-    from bank_marketing.definitions import deployment_job, training_job
+    from bank_marketing.definitions import build_definitions
+    from bank_marketing.settings import Settings
 
-    defs = dg.Definitions(
-        jobs=[training_job, deployment_job],
-        sensors=sensors,
-        resources={
-            "retrain_policy": SCENARIO_POLICY,
-            "monitoring_db": MonitoringDatabase(url=f"sqlite:///{tmp_path / 'm.db'}"),
-        },
+    settings = Settings.from_env(
+        {"BANK_MARKETING_HOME": str(tmp_path), "BANK_MARKETING_SENSOR_INTERVAL_SECONDS": "7"}
     )
-    repository = defs.get_repository_def()
-    assert {s.name: s.job_name for s in repository.sensor_defs} == {
+    repository = build_definitions(settings).get_repository_def()
+    jobs = {
+        s.name: s.job_name
+        for s in repository.sensor_defs
+        if not isinstance(s, dg.AutomationConditionSensorDefinition)
+    }
+    assert jobs == {
+        "validate_landed_files": "contacts_job",
         "retrain_on_drift": "training_job",
         "retrain_on_grafana_alert": "training_job",
         "deploy_new_champion": "deployment_job",
     }
+    automation = repository.get_sensor_def("score_new_months")
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    assert automation.run_tags == {"bank_marketing/trigger": "score_new_months"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
+    assert {s.minimum_interval_seconds for s in repository.sensor_defs} == {7}
+
+
+def test_the_sensor_interval_must_be_a_positive_number_of_seconds() -> None:
+    from bank_marketing.settings import Settings
+
+    with pytest.raises(ValueError, match="BANK_MARKETING_SENSOR_INTERVAL_SECONDS='0'"):
+        Settings.from_env({"BANK_MARKETING_SENSOR_INTERVAL_SECONDS": "0"})
 
 
 def test_alert_months_are_read_from_labels_or_annotations() -> None:

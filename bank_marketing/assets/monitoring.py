@@ -39,10 +39,24 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     PredictionsType = pandera_schema_to_dagster_type(schemas.Predictions)
 
+# A month is scored by itself once: when its contacts (or, for drift_report, its predictions)
+# newly materialize and it was never scored. Not eager(): that would look at the latest month
+# only, and rescore a month whenever its contacts change. A later champion may have trained on
+# an old month, and rescoring would overwrite the month-ahead record, so a rescore is always a
+# deliberate run (monitoring_job from the UI).
+NEVER_SCORED = (
+    dg.AutomationCondition.missing()
+    & dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("month never scored and its inputs just arrived")
+
 
 @dg.asset(
     group_name=GROUP,
     partitions_def=monthly_partitions,
+    automation_condition=NEVER_SCORED,
     dagster_type=PredictionsType,
     required_resource_keys={"mlflow", "monitoring_db"},
     kinds={"pandas", "pandera", "mlflow"},
@@ -100,6 +114,7 @@ class DriftReportConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     partitions_def=monthly_partitions,
+    automation_condition=NEVER_SCORED,
     required_resource_keys={"mlflow", "monitoring_db"},
     kinds={"evidently", "mlflow"},
     check_specs=[
