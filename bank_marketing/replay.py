@@ -1,10 +1,13 @@
-"""The replay: history month by month through the real Dagster instance and the real sensors.
+"""The replay: history month by month through the real Dagster instance, as the daemon runs it.
 
-A first champion is trained as of ``first_as_of``; then, for each later month, its contacts are
-validated, scored (``predictions``) and compared with the champion's reference (``drift_report``),
-and the sensors are evaluated against the instance exactly as the daemon would: what
-``retrain_on_drift`` requests runs as a ``training_job``, and what ``deploy_new_champion``
-requests rolls the service over. Each month's ROC AUC is the one scored by the champion that was
+A first champion is trained as of ``first_as_of`` from the whole file; then each later month is
+landed as a monthly file in the landing location, and the code location's own sensors and
+automation conditions decide what runs, evaluated against the instance exactly as the daemon
+evaluates them: ``validate_landed_files`` asks for the month's ``contacts``, ``score_new_months``
+for its ``predictions`` and ``drift_report``, ``retrain_on_drift`` for a ``training_job``, and
+``deploy_new_champion`` rolls the service over. The runs execute in this process and carry the tags
+the daemon gives them (sensor name, run key), so a daemon started later on the same instance finds
+them and asks for nothing again. Each month's ROC AUC is the one scored by the champion that was
 live before the month, so the loop is judged month-ahead, as in production.
 """
 
@@ -13,23 +16,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from bank_marketing.data.landing import cut_months
 from bank_marketing.partitions import monthly_partitions
 from bank_marketing.runner import (
+    QUIET,
     backfill_contacts,
     failure_message,
     run_deployment,
     run_ingest,
-    run_monitoring,
     run_training,
 )
+from bank_marketing.sensors import TRIGGER_TAG
 
 FIRST_AS_OF = "2008-12-01"
+LANDING_SENSOR = "validate_landed_files"
+AUTOMATION_SENSOR = "score_new_months"
 RETRAIN_SENSORS = ("retrain_on_drift", "retrain_on_grafana_alert")
 DEPLOY_SENSOR = "deploy_new_champion"
+# The tags the daemon gives a sensor's run; it finds earlier runs of a run key by them.
+SENSOR_NAME_TAG = "dagster/sensor_name"
+RUN_KEY_TAG = "dagster/run_key"
+REPLAY = {TRIGGER_TAG: "replay"}
 
 
 class ReplayError(RuntimeError):
@@ -70,15 +82,17 @@ class Replay:
 
 
 class SensorLoop:
-    """Ticks the code location's sensors on the instance, keeping their cursors between ticks."""
+    """Ticks the code location's sensors and automation on the instance, as the daemon does."""
 
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
         self.defs = defs
         self.repository = defs.get_repository_def()
         self.instance = instance
         self.cursors: dict[str, str | None] = {}
+        self.automation_cursor: Any = None
 
     def tick(self, name: str) -> list[dg.RunRequest]:
+        """The sensor's run requests, with the tags the daemon would add to their runs."""
         sensor = self.repository.get_sensor_def(name)
         context = dg.build_sensor_context(
             instance=self.instance,
@@ -90,7 +104,34 @@ class SensorLoop:
         data = sensor.evaluate_tick(context)
         if data.cursor is not None:
             self.cursors[name] = data.cursor
-        return list(data.run_requests or [])
+        return [
+            request.with_replaced_attrs(
+                tags={
+                    **request.tags,
+                    SENSOR_NAME_TAG: name,
+                    **({RUN_KEY_TAG: request.run_key} if request.run_key else {}),
+                }
+            )
+            for request in data.run_requests or []
+        ]
+
+    def automation(self) -> list[dg.RunRequest]:
+        """What the automation sensor would request now, with its run tags."""
+        sensor = self.repository.get_sensor_def(AUTOMATION_SENSOR)
+        assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            asset_selection=sensor.asset_selection,
+            cursor=self.automation_cursor,
+        )
+        self.automation_cursor = result.cursor
+        return [
+            request.with_replaced_attrs(
+                tags={**request.tags, **sensor.run_tags, SENSOR_NAME_TAG: AUTOMATION_SENSOR}
+            )
+            for request in result.run_requests
+        ]
 
 
 def replay(
@@ -111,25 +152,28 @@ def replay(
     sensors = SensorLoop(defs, instance)
 
     step("reading the source into raw_contacts")
-    _succeeded(run_ingest(defs, instance), "raw_contacts")
+    _succeeded(run_ingest(defs, instance, tags=REPLAY), "raw_contacts")
     step(f"validating {len(history)} months of contacts up to {first_as_of[:7]}")
-    for outcome in backfill_contacts(defs, instance, history):
+    for outcome in backfill_contacts(defs, instance, history, tags=REPLAY):
         if not outcome.success:
             raise ReplayError(f"contacts {outcome.partition_key[:7]}: {outcome.error}")
+    # The automation's first evaluation sees what is there; only what changes after it counts.
+    sensors.automation()
     step(f"training the first champion as of {first_as_of[:7]}")
-    _train(instance, first_as_of, {}, result)
+    _train(instance, first_as_of, REPLAY, result)
     first = _champion(instance)
     if first is None:
         raise ReplayError(f"the round as of {first_as_of[:7]} promoted no champion")
     result.first_champion, result.first_champion_family = first
     _deploy(defs, instance, sensors, serve, result, step)
 
+    data_source = defs.resources["data_source"]
     for key in later:
-        step(f"{key[:7]}: contacts, predictions, drift report")
-        (outcome,) = backfill_contacts(defs, instance, [key])
-        if not outcome.success:
-            raise ReplayError(f"contacts {key[:7]}: {outcome.error}")
-        report = _succeeded(run_monitoring(defs, instance, key), f"monitoring {key[:7]}")
+        step(f"{key[:7]}: landing the month's file")
+        cut_months(data_source.source, Path(data_source.cache_dir), data_source.landing(), key[:7])
+        _land(defs, instance, sensors, key)
+        step(f"{key[:7]}: predictions, drift report")
+        report = _score(defs, instance, sensors, key)
         month = _month(key, report)
         requests = [request for name in RETRAIN_SENSORS for request in sensors.tick(name)]
         for request in requests:
@@ -148,6 +192,51 @@ def replay(
         if on_month is not None:
             on_month(month)
     return result
+
+
+def _land(
+    defs: dg.Definitions, instance: dg.DagsterInstance, sensors: SensorLoop, key: str
+) -> None:
+    """Run what validate_landed_files asks for once the month's file is in the landing location."""
+    requests = sensors.tick(LANDING_SENSOR)
+    if [request.partition_key for request in requests] != [key]:
+        raise ReplayError(
+            f"{key[:7]}: validate_landed_files asked for "
+            f"{[request.partition_key for request in requests]}, not the landed month"
+        )
+    (request,) = requests
+    result = defs.resolve_job_def("contacts_job").execute_in_process(
+        instance=instance,
+        partition_key=key,
+        run_config={**QUIET, **request.run_config},
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    _succeeded(result, f"contacts {key[:7]}")
+
+
+def _score(
+    defs: dg.Definitions, instance: dg.DagsterInstance, sensors: SensorLoop, key: str
+) -> dg.ExecuteInProcessResult:
+    """Run what score_new_months asks for once the month's contacts are validated."""
+    requests = sensors.automation()
+    wanted = {dg.AssetKey("predictions"), dg.AssetKey("drift_report")}
+    if [(r.partition_key, set(r.asset_selection or ())) for r in requests] != [(key, wanted)]:
+        raise ReplayError(
+            f"{key[:7]}: score_new_months asked for "
+            f"{[(r.partition_key, r.asset_selection) for r in requests]}, not the month's "
+            f"predictions and drift_report"
+        )
+    (request,) = requests
+    result = defs.resolve_job_def("monitoring_job").execute_in_process(
+        instance=instance,
+        partition_key=key,
+        run_config=QUIET,
+        tags=request.tags,
+        asset_selection=list(request.asset_selection or ()),
+        raise_on_error=False,
+    )
+    return _succeeded(result, f"monitoring {key[:7]}")
 
 
 def _train(instance: dg.DagsterInstance, as_of: str, tags: dict[str, Any], result: Replay) -> None:

@@ -29,10 +29,12 @@ class MonthOutcome:
     error: str | None
 
 
-def run_ingest(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_ingest(
+    defs: dg.Definitions, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
     """Materialize ``raw_contacts``; a bad source fails the run (see :func:`failure_message`)."""
     return defs.resolve_job_def("ingest_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False
+        instance=instance, run_config=QUIET, raise_on_error=False, tags=tags
     )
 
 
@@ -41,13 +43,14 @@ def backfill_contacts(
     instance: dg.DagsterInstance,
     partition_keys: Iterable[str],
     on_month: Callable[[MonthOutcome], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[MonthOutcome]:
     """Materialize ``contacts`` for each partition key, one run per month, and report each."""
     job = defs.resolve_job_def("contacts_job")
     outcomes = []
     for key in partition_keys:
         result = job.execute_in_process(
-            instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False
+            instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False, tags=tags
         )
         outcome = _outcome(key, result)
         outcomes.append(outcome)
