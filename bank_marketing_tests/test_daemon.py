@@ -1,0 +1,297 @@
+"""The loop under the real Dagster daemon: monthly files land, and everything follows by itself.
+
+A first champion is trained as of 2008-12 (in this process, as ``make live`` does before it starts
+the daemon); then ``dagster-daemon run`` on the same instance, with no launch by the test, turns
+three landed months into contacts, predictions and drift_report runs, a retrain as the policy
+decides and a rollover of the service on the test session's Ray. Then: a restart requests nothing
+new, the same file again requests nothing, a broken file makes one failed run and leaves the
+month's data, and a file outside the partitions is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from dagster._core.definitions.selector import InstigatorSelector
+from mlflow import MlflowClient
+
+from bank_marketing.data.landing import cut_months
+from bank_marketing.definitions import build_definitions
+from bank_marketing.partitions import monthly_partitions
+from bank_marketing.runner import backfill_contacts, run_ingest, run_training
+from bank_marketing.settings import Settings
+from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.tracking import MODEL_NAME
+from bank_marketing_tests.conftest import REPO, RayCluster, stack_dagster_home
+
+pytestmark = pytest.mark.integration
+
+FIRST_AS_OF = "2008-12-01"
+LANDED = ["2009-01", "2009-02", "2009-03"]
+INTERVAL_S = 5
+ACTIVE = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+TRIGGER = "bank_marketing/trigger"
+
+
+@dataclass
+class Loop:
+    storage: str  # "sqlite" or "postgresql": where the Dagster instance keeps its state
+    settings: Settings
+    environment: dict[str, str]
+    instance: dg.DagsterInstance
+    log: Path
+
+    def runs(self, job: str | None = None) -> list[dg.DagsterRun]:
+        """The instance's runs, oldest first."""
+        runs = self.instance.get_runs(dg.RunsFilter(job_name=job) if job else None)
+        return list(reversed(runs))
+
+    def idle(self) -> bool:
+        return not self.instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE)))
+
+
+# The first champion only has to be sound: small candidates train it in seconds. The daemon's
+# own round (retrain_on_drift) trains at full size.
+SMALL_ROUND = {
+    "ops": {
+        "random_forest_candidate": {"config": {"n_estimators": 30}},
+        "xgboost_candidate": {"config": {"n_estimators": 100, "learning_rate": 0.1}},
+        "svc_candidate": {"config": {"max_train_rows": 1500}},
+        "mlp_candidate": {"config": {"max_iter": 30}},
+    }
+}
+
+
+@pytest.fixture
+def loop(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    bank_full_path: Path,
+    ray_cluster: RayCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Loop]:
+    """A home with history up to 2008-12 and a first champion, its daemon not yet started; the
+    Dagster instance on SQLite (the embedded default) or, with the stack's dagster.yaml, on a
+    fresh database of the machine's PostgreSQL."""
+    home = tmp_path / "home"
+    storage = getattr(request, "param", "sqlite")
+    if storage == "postgresql":
+        database = request.getfixturevalue("postgres_database")
+        dagster_home, storage = stack_dagster_home(tmp_path, database)
+    else:
+        dagster_home, storage = home / "dagster", {}
+    environment = {
+        **storage,
+        "BANK_MARKETING_HOME": str(home),
+        "BANK_MARKETING_SOURCE": str(bank_full_path),
+        "DAGSTER_HOME": str(dagster_home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "RAY_DASHBOARD_ADDRESS": ray_cluster.dashboard_url,
+        "BANK_MARKETING_SERVE_URL": f"{ray_cluster.http_url}/daemon-test",
+        "BANK_MARKETING_SENSOR_INTERVAL_SECONDS": str(INTERVAL_S),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    settings.prepare()
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        history = [key for key in monthly_partitions.get_partition_keys() if key <= FIRST_AS_OF]
+        assert run_ingest(defs, instance).success
+        assert all(o.success for o in backfill_contacts(defs, instance, history))
+        assert run_training(instance, FIRST_AS_OF, SMALL_ROUND, in_process=True).success
+        yield Loop(storage, settings, environment, instance, tmp_path / "daemon.log")
+
+
+@pytest.fixture
+def daemon(loop: Loop) -> Iterator[Callable[[], None]]:
+    """Starts ``dagster-daemon run`` on the loop's instance; each call restarts it. Ended by its
+    process group at the end of the test."""
+    processes: list[subprocess.Popen] = []
+
+    def stop() -> None:
+        while processes:
+            process = processes.pop()
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+    def start() -> None:
+        stop()
+        with loop.log.open("a") as log:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).with_name("dagster-daemon")),
+                        "run",
+                        "-w",
+                        str(REPO / "workspace.yaml"),
+                    ],
+                    cwd=loop.settings.dagster_home,
+                    env={**os.environ, **loop.environment},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+    yield start
+    stop()
+
+
+def wait_for(what: str, done: Callable[[], bool], loop: Loop, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(2)
+    tail = loop.log.read_text()[-4000:] if loop.log.exists() else ""
+    states = [(r.job_name, r.tags.get("dagster/partition"), r.status.value) for r in loop.runs()]
+    raise AssertionError(f"{what} not within {timeout_s} s; runs {states}; daemon log:\n{tail}")
+
+
+def settled(loop: Loop, quiet_s: float = 3 * INTERVAL_S) -> Callable[[], bool]:
+    """True once no run has been active or created for ``quiet_s``."""
+    last = {"count": -1, "since": time.monotonic()}
+
+    def check() -> bool:
+        count = len(loop.runs())
+        if count != last["count"] or not loop.idle():
+            last.update(count=count, since=time.monotonic())
+            return False
+        return time.monotonic() - last["since"] >= quiet_s
+
+    return check
+
+
+def skip_reasons(loop: Loop, sensor: str) -> list[str]:
+    selector = InstigatorSelector(
+        location_name="bank_marketing", repository_name="__repository__", name=sensor
+    ).get_id()
+    ticks = loop.instance.schedule_storage.get_ticks("", selector, limit=50)
+    return [tick.skip_reason or "" for tick in ticks]
+
+
+def land(loop: Loop, first: str, through: str | None = None) -> list[Path]:
+    source = loop.settings.source
+    return cut_months(source, loop.settings.cache_dir, loop.settings.landing_dir, first, through)
+
+
+@pytest.mark.parametrize("loop", ["sqlite", "postgresql"], indirect=True)
+def test_landed_months_run_the_whole_loop_under_the_daemon(
+    loop: Loop, daemon: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL storage the same loop without the retraining round (which SQLite storage
+    # shows, and which costs two minutes): the policy's threshold is out of reach there.
+    retrains = loop.storage == "sqlite"
+    if not retrains:
+        loop.environment["BANK_MARKETING_RETRAIN_PREDICTION_DRIFT"] = "1000"
+    land(loop, LANDED[0], LANDED[-1])
+    daemon()
+
+    drift = dg.AssetKey("drift_report")
+    keys = {f"{month}-01" for month in LANDED}
+    wait_for(
+        "drift reports of the three landed months",
+        lambda: keys <= loop.instance.get_materialized_partitions(drift),
+        loop,
+        timeout_s=300,
+    )
+    wait_for("the loop to settle", settled(loop), loop, timeout_s=600)
+
+    # Every month went through contacts, then predictions and drift_report, each started by the
+    # sensor or the automation, and every run succeeded.
+    runs = loop.runs()
+    assert [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS] == []
+    daemon_runs = [r for r in runs if r.tags.get(TRIGGER) != "by hand"]
+    contacts = [r for r in daemon_runs if r.job_name == "contacts_job"]
+    assert sorted(r.tags["dagster/partition"] for r in contacts) == sorted(keys)
+    assert {r.tags[TRIGGER] for r in contacts} == {"validate_landed_files"}
+    scoring = [r for r in daemon_runs if r.tags.get(TRIGGER) == "score_new_months"]
+    assert sorted(r.tags["dagster/partition"] for r in scoring) == sorted(keys)
+    for run in scoring:
+        assert run.asset_selection == {dg.AssetKey("predictions"), drift}
+
+    # Retraining as the policy decides: the default cooldown of two months after the first round
+    # as of 2008-12 allows one round, as of 2009-02 or 2009-03 (whichever report came first).
+    trainings = [r for r in daemon_runs if r.job_name == "training_job"]
+    assert len(trainings) == int(retrains), [r.tags for r in trainings]
+    for training in trainings:
+        assert training.tags[TRIGGER] == "retrain_on_drift"
+        assert training.tags["dagster/partition"] in {"2009-02-01", "2009-03-01"}
+
+    # The service serves the champion; every champion the loop saw was rolled out once.
+    champion = MlflowClient(loop.settings.mlflow_tracking_uri).get_model_version_by_alias(
+        MODEL_NAME, CHAMPION_ALIAS
+    )
+    deployments = [r for r in daemon_runs if r.job_name == "deployment_job"]
+    assert {r.tags[TRIGGER] for r in deployments} == {"deploy_new_champion"}
+    deployed = [r.tags["bank_marketing/champion_version"] for r in deployments]
+    assert len(deployed) == len(set(deployed)) and deployed[-1] == str(champion.version)
+    model = httpx.get(f"{loop.settings.serve_url}/model", timeout=10).json()
+    assert str(model["version"]) == str(champion.version)
+
+    # A restart asks for nothing already done, and the same file landed again asks for nothing.
+    before = len(loop.runs())
+    land(loop, "2009-02")
+    daemon()
+    time.sleep(3 * INTERVAL_S)
+    wait_for("the loop to settle after the restart", settled(loop), loop, timeout_s=120)
+    assert len(loop.runs()) == before
+
+    # A broken file: one failed run with the loader's message; the month keeps its data.
+    contacts_key = dg.AssetKey("contacts")
+    stored = loop.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=contacts_key, asset_partitions=["2009-02-01"]), limit=1
+    ).records[0]
+    february = loop.settings.landing_dir / "contacts-2009-02.csv"
+    text = february.read_text()
+    february.write_text(text[: len(text) // 2].rsplit(";", 1)[0])  # cut inside a record
+    # A file outside the partitions: skipped with its reason, no run.
+    (loop.settings.landing_dir / "contacts-2011-01.csv").write_text(text.replace('"feb"', '"jan"'))
+    wait_for(
+        "the broken file's run",
+        lambda: any(
+            r.tags.get("bank_marketing/landed_file") == "contacts-2009-02.csv"
+            and r.status == dg.DagsterRunStatus.FAILURE
+            for r in loop.runs("contacts_job")
+        ),
+        loop,
+        timeout_s=180,
+    )
+    wait_for("the loop to settle after the broken file", settled(loop), loop, timeout_s=120)
+    new = loop.runs()[before:]
+    assert [(r.job_name, r.status) for r in new] == [("contacts_job", dg.DagsterRunStatus.FAILURE)]
+    failure = loop.instance.all_logs(new[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    message = failure[0].dagster_event.step_failure_data.user_failure_data.description
+    assert "contacts-2009-02.csv" in message and "truncated" in message
+    latest = loop.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=contacts_key, asset_partitions=["2009-02-01"]), limit=1
+    ).records[0]
+    assert latest.storage_id == stored.storage_id
+    # The sensor's latest tick says why the file outside the partitions starts nothing.
+    reason = skip_reasons(loop, "validate_landed_files")[0]
+    assert "contacts-2011-01.csv names 2011-01, outside the data's months 2008-05..2010-11" in (
+        reason
+    )
