@@ -38,7 +38,8 @@ def assemble_window(
     ``contacts_by_month`` maps partition keys (``YYYY-MM-DD``) to months of contacts; a key after
     ``as_of`` is ignored, so later data can never leak into training. Months read from the whole
     file keep its line numbers; months that landed as files of their own number their lines from
-    2 each, so a window holding any of them is numbered 0..n-1 instead (same rows, same order).
+    2 each, so a window holding any of them is numbered 2..n+1 instead, as the window's lines
+    would be in one CSV file (same rows, same order).
     """
     wanted = {f"{month:%Y-%m-%d}" for month in window_months(as_of, months)}
     frames = [frame for key, frame in sorted(contacts_by_month.items()) if key in wanted]
@@ -48,7 +49,8 @@ def assemble_window(
         )
     window = pd.concat(frames)
     if not window.index.is_unique:
-        window.index = pd.RangeIndex(len(window), name=window.index.name)
+        # Numbered as the lines of the window written out as one CSV file under one header.
+        window.index = pd.RangeIndex(2, len(window) + 2, name="line")
     return window
 
 
