@@ -126,11 +126,18 @@ class SensorLoop:
             cursor=self.automation_cursor,
         )
         self.automation_cursor = result.cursor
+        # One run per month with the month's requested assets, as the sensor launches them.
+        by_month: dict[str | None, list[dg.AssetKey]] = {}
+        for key in sorted(self.defs.resolve_all_asset_keys()):
+            for partition in sorted(result.get_requested_partitions(key), key=str):
+                by_month.setdefault(partition, []).append(key)
         return [
-            request.with_replaced_attrs(
-                tags={**request.tags, **sensor.run_tags, SENSOR_NAME_TAG: AUTOMATION_SENSOR}
+            dg.RunRequest(
+                partition_key=partition,
+                asset_selection=keys,
+                tags={**sensor.run_tags, SENSOR_NAME_TAG: AUTOMATION_SENSOR},
             )
-            for request in result.run_requests
+            for partition, keys in sorted(by_month.items(), key=lambda item: str(item[0]))
         ]
 
 
@@ -143,8 +150,13 @@ def replay(
     serve: bool = True,
     on_step: Callable[[str], None] | None = None,
     on_month: Callable[[ReplayMonth], None] | None = None,
+    first_round_config: dict[str, Any] | None = None,
 ) -> Replay:
-    """Replay the months after ``first_as_of`` up to ``last_month`` (default: the last one)."""
+    """Replay the months after ``first_as_of`` up to ``last_month`` (default: the last one).
+
+    ``first_round_config`` is run config for the first champion's round only (for instance
+    smaller candidates, where only the loop's plumbing matters); later rounds run as configured.
+    """
     step = on_step or (lambda _: None)
     history = [key for key in monthly_partitions.get_partition_keys() if key <= first_as_of]
     later = month_keys(first_as_of, last_month)
@@ -160,7 +172,7 @@ def replay(
     # The automation's first evaluation sees what is there; only what changes after it counts.
     sensors.automation()
     step(f"training the first champion as of {first_as_of[:7]}")
-    _train(instance, first_as_of, REPLAY, result)
+    _train(instance, first_as_of, REPLAY, result, first_round_config)
     first = _champion(instance)
     if first is None:
         raise ReplayError(f"the round as of {first_as_of[:7]} promoted no champion")
@@ -239,10 +251,20 @@ def _score(
     return _succeeded(result, f"monitoring {key[:7]}")
 
 
-def _train(instance: dg.DagsterInstance, as_of: str, tags: dict[str, Any], result: Replay) -> None:
+def _train(
+    instance: dg.DagsterInstance,
+    as_of: str,
+    tags: dict[str, Any],
+    result: Replay,
+    run_config: dict[str, Any] | None = None,
+) -> None:
     # Replay windows are small: one process fits them faster than a process per candidate.
     outcome = run_training(
-        instance, as_of, tags={key: str(value) for key, value in tags.items()}, in_process=True
+        instance,
+        as_of,
+        run_config,
+        tags={key: str(value) for key, value in tags.items()},
+        in_process=True,
     )
     if not outcome.success:
         raise ReplayError(
