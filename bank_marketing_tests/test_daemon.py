@@ -1,11 +1,12 @@
 """The loop under the real Dagster daemon: monthly files land, and everything follows by itself.
 
-A first champion is trained as of 2008-12 (in this process, as ``make live`` does before it starts
-the daemon); then ``dagster-daemon run`` on the same instance, with no launch by the test, turns
-three landed months into contacts, predictions and drift_report runs, a retrain as the policy
-decides and a rollover of the service on the test session's Ray. Then: a restart requests nothing
-new, the same file again requests nothing, a broken file makes one failed run and leaves the
-month's data, and a file outside the partitions is skipped with its reason.
+The instance is first filled as ``make run`` fills it: a replay (in this process) of a first
+champion as of 2008-12 and the month 2009-01, landed, scored and rolled out. Then
+``dagster-daemon run`` starts on it and, with no launch by the test, asks for nothing the replay
+did, and turns two more landed months into contacts, predictions and drift_report runs, a retrain
+as the policy decides and a rollover of the service on the test session's Ray. Then: a restart
+requests nothing new, the same file again requests nothing, a broken file makes one failed run and
+leaves the month's data, and a file outside the partitions is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from mlflow import MlflowClient
 
 from bank_marketing.data.landing import cut_months
 from bank_marketing.definitions import build_definitions
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import backfill_contacts, run_ingest, run_training
+from bank_marketing.replay import replay
 from bank_marketing.settings import Settings
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
@@ -37,7 +37,8 @@ from bank_marketing_tests.conftest import REPO, RayCluster, stack_dagster_home
 pytestmark = pytest.mark.integration
 
 FIRST_AS_OF = "2008-12-01"
-LANDED = ["2009-01", "2009-02", "2009-03"]
+REPLAYED = "2009-01-01"
+LANDED = ["2009-02", "2009-03"]
 INTERVAL_S = 5
 ACTIVE = (
     dg.DagsterRunStatus.QUEUED,
@@ -85,18 +86,18 @@ def loop(
     ray_cluster: RayCluster,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Loop]:
-    """A home with history up to 2008-12 and a first champion, its daemon not yet started; the
-    Dagster instance on SQLite (the embedded default) or, with the stack's dagster.yaml, on a
-    fresh database of the machine's PostgreSQL."""
+    """A home the replay filled up to 2009-01, its daemon not yet started; the Dagster instance
+    on SQLite (the embedded default) or, with the stack's dagster.yaml, on a fresh database of the
+    machine's PostgreSQL."""
     home = tmp_path / "home"
     storage = getattr(request, "param", "sqlite")
     if storage == "postgresql":
         database = request.getfixturevalue("postgres_database")
-        dagster_home, storage = stack_dagster_home(tmp_path, database)
+        dagster_home, postgres = stack_dagster_home(tmp_path, database)
     else:
-        dagster_home, storage = home / "dagster", {}
+        dagster_home, postgres = home / "dagster", {}
     environment = {
-        **storage,
+        **postgres,
         "BANK_MARKETING_HOME": str(home),
         "BANK_MARKETING_SOURCE": str(bank_full_path),
         "DAGSTER_HOME": str(dagster_home),
@@ -113,10 +114,15 @@ def loop(
     settings.prepare()
     defs = build_definitions(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        history = [key for key in monthly_partitions.get_partition_keys() if key <= FIRST_AS_OF]
-        assert run_ingest(defs, instance).success
-        assert all(o.success for o in backfill_contacts(defs, instance, history))
-        assert run_training(instance, FIRST_AS_OF, SMALL_ROUND, in_process=True).success
+        replayed = replay(
+            defs,
+            instance,
+            first_as_of=FIRST_AS_OF,
+            last_month=REPLAYED,
+            serve=True,
+            first_round_config=SMALL_ROUND,
+        )
+        assert replayed.deployments == [replayed.first_champion]
         yield Loop(storage, settings, environment, instance, tmp_path / "daemon.log")
 
 
@@ -207,13 +213,14 @@ def test_landed_months_run_the_whole_loop_under_the_daemon(
     retrains = loop.storage == "sqlite"
     if not retrains:
         loop.environment["BANK_MARKETING_RETRAIN_PREDICTION_DRIFT"] = "1000"
+    replayed = {run.run_id for run in loop.runs()}
     land(loop, LANDED[0], LANDED[-1])
     daemon()
 
     drift = dg.AssetKey("drift_report")
     keys = {f"{month}-01" for month in LANDED}
     wait_for(
-        "drift reports of the three landed months",
+        "drift reports of the landed months",
         lambda: keys <= loop.instance.get_materialized_partitions(drift),
         loop,
         timeout_s=300,
@@ -224,7 +231,9 @@ def test_landed_months_run_the_whole_loop_under_the_daemon(
     # sensor or the automation, and every run succeeded.
     runs = loop.runs()
     assert [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS] == []
-    daemon_runs = [r for r in runs if r.tags.get(TRIGGER) != "by hand"]
+    # Nothing the replay did was asked for again: every run the daemon made is for a new month.
+    daemon_runs = [r for r in runs if r.run_id not in replayed]
+    assert all(r.tags.get("dagster/partition") != REPLAYED for r in daemon_runs)
     contacts = [r for r in daemon_runs if r.job_name == "contacts_job"]
     assert sorted(r.tags["dagster/partition"] for r in contacts) == sorted(keys)
     assert {r.tags[TRIGGER] for r in contacts} == {"validate_landed_files"}
@@ -245,7 +254,8 @@ def test_landed_months_run_the_whole_loop_under_the_daemon(
     champion = MlflowClient(loop.settings.mlflow_tracking_uri).get_model_version_by_alias(
         MODEL_NAME, CHAMPION_ALIAS
     )
-    deployments = [r for r in daemon_runs if r.job_name == "deployment_job"]
+    # The replay's rollover of the first champion counts: the daemon did not repeat it.
+    deployments = [r for r in runs if r.job_name == "deployment_job"]
     assert {r.tags[TRIGGER] for r in deployments} == {"deploy_new_champion"}
     deployed = [r.tags["bank_marketing/champion_version"] for r in deployments]
     assert len(deployed) == len(set(deployed)) and deployed[-1] == str(champion.version)
