@@ -20,8 +20,8 @@ endif
 PYTEST_ARGS ?=
 COMPOSE := docker compose -f docker/compose.yaml --env-file docker/.env
 
-.PHONY: help install run stop test test-unit test-integration dev serve try lint format bench clean \
-	up down
+.PHONY: help install run live stop test test-unit test-integration dev serve try lint format bench \
+	clean up down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ install: .venv/.synced ## Install the locked environment into .venv/
 
 run: install ## The main job: replay 2009-01..2010-11 through the closed loop, serving the champion
 	$(UV) run --locked bank-marketing replay
+
+EVERY ?= 60
+live: install ## The loop under the Dagster daemon: land one month every $(EVERY) s, watch http://127.0.0.1:3000
+	$(UV) run --locked bank-marketing live --every $(EVERY)
 
 stop: install ## Stop the local Ray that make run (or bank-marketing deploy) left serving
 	$(UV) run --locked ray stop
@@ -72,12 +76,13 @@ format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
 
-bench: install ## Rerun the benchmarks (ingest, training, serving (needs wrk), the replay) and rewrite BENCHMARKS.md
+bench: install ## Rerun the benchmarks (ingest, training, serving (needs wrk), the replay, the loop under the daemon) and rewrite BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.training --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.serving --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.replay --write BENCHMARKS.md \
 		--plot docs/replay_roc_auc.png
+	$(UV) run --locked python -m bank_marketing.benchmarks.loop --write BENCHMARKS.md
 
 up: docker/.env ## Start the full stack in Docker: Postgres, MLflow, Dagster, Ray Serve, Grafana (docker/README.md)
 	$(COMPOSE) up -d --build

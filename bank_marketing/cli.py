@@ -15,7 +15,8 @@ from bank_marketing.settings import Settings
 DEFAULT_AS_OF = "2009-06"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: its subcommands, their options and their help."""
     parser = argparse.ArgumentParser(
         prog="bank-marketing",
         description="Predict term-deposit subscriptions; keep the prediction good as data drifts.",
@@ -94,16 +95,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     land.add_argument("month", metavar="YYYY-MM", help="The first month to land.")
     land.add_argument("--through", metavar="YYYY-MM", help="The last month to land.")
+    live = commands.add_parser(
+        "live",
+        help="Run the loop under the Dagster daemon, landing one month every few seconds "
+        "(what make live does).",
+        description="Load the history up to --first-as-of and train a first champion (unless "
+        "the instance has one), start the Dagster webserver and daemon on the embedded "
+        "instance and a Ray head for the service, then land one month of the UCI history in "
+        "the landing location every --every seconds. The daemon validates, scores, reports "
+        "drift, retrains and rolls the service over by itself. Ctrl-C stops what it started.",
+    )
+    live.add_argument(
+        "--first-as-of",
+        default="2008-12",
+        metavar="YYYY-MM",
+        help="Month the first champion is trained as of (default: 2008-12).",
+    )
+    live.add_argument(
+        "--every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="Seconds between two landed months (default: 60).",
+    )
+    live.add_argument(
+        "--port", type=int, default=3000, help="Port of the Dagster UI (default: 3000)."
+    )
+    boot = commands.add_parser(
+        "bootstrap",
+        help="Load the history up to a first champion and land the months after it (what the "
+        "compose stack does on its first start).",
+        description="Unless the instance has a champion: read BANK_MARKETING_SOURCE into "
+        "raw_contacts, validate the months up to --first-as-of and train a first champion, in "
+        "this process, on the instance in DAGSTER_HOME. Then land the months after it through "
+        "--through in the landing location, for the daemon to validate, score and monitor.",
+    )
+    boot.add_argument("--first-as-of", default="2008-12", metavar="YYYY-MM")
+    boot.add_argument(
+        "--through",
+        metavar="YYYY-MM",
+        help="Last month to land (default: none, only the history and the first champion).",
+    )
     commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     if args.command == "init":
         settings.prepare()
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
         return 0
+    if args.command == "bootstrap":
+        return _bootstrap(settings, args)
+    if args.command == "live":
+        return _live(settings, args)
     if args.command == "land":
         return _land(settings, args.month, args.through)
     if args.command == "run":
@@ -120,6 +170,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         with dg.DagsterInstance.get() as instance:
             return _deploy(build_definitions(settings), instance, args.version)
     return 2
+
+
+def _live(settings: Settings, args: argparse.Namespace) -> int:
+    _environment(settings)
+    from bank_marketing.live import LiveError, live
+    from bank_marketing.partitions import monthly_partitions
+
+    first = f"{args.first_as_of}-01"
+    keys = monthly_partitions.get_partition_keys()
+    if first not in keys or first == keys[-1] or args.every < 0:
+        print(
+            f"error: --first-as-of {args.first_as_of} must be a month of the data before its "
+            f"last, and --every at least 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        live(settings, first_as_of=first, every_seconds=args.every, webserver_port=args.port)
+    except LiveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
+def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    _environment(settings)
+    from bank_marketing.data.landing import LandingError
+    from bank_marketing.live import LiveError, bootstrap
+    from bank_marketing.partitions import monthly_partitions
+
+    keys = monthly_partitions.get_partition_keys()
+    first = f"{args.first_as_of}-01"
+    if first not in keys or (args.through and f"{args.through}-01" not in keys):
+        print(
+            f"error: --first-as-of {args.first_as_of} and --through {args.through} must be "
+            f"months of the data ({keys[0][:7]}..{keys[-1][:7]})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        bootstrap(settings, first_as_of=first, through=args.through)
+    except LandingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except LiveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _land(settings: Settings, first: str, through: str | None) -> int:
