@@ -32,6 +32,7 @@ from bank_marketing.settings import Settings
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 LIVE = {TRIGGER_TAG: "live (history)"}
 STOP_TIMEOUT_S = 30
+ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 class LiveError(RuntimeError):
@@ -75,15 +76,81 @@ def live(
             f"Dagster UI: http://127.0.0.1:{webserver_port} (runs, sensors, automation); "
             f"the service: {settings.serve_url}/docs; logs in {logs}"
         )
+        watch = RunWatch(stack.enter_context(dg.DagsterInstance.get()), say)
         for month in months:
             (path,) = cut_months(
                 settings.source, settings.cache_dir, settings.landing_dir, month
             ) or (None,)
             say(f"{month}: landed {path}" if path else f"{month}: no calls, nothing to land")
-            time.sleep(every_seconds)
+            watch.follow(every_seconds)
         say("every month has landed; the daemon keeps running until Ctrl-C")
         while True:
-            time.sleep(3600)
+            watch.follow(3600)
+
+
+class RunWatch:
+    """Says what the daemon's runs did, once each ends: the console's view of the Dagster UI."""
+
+    def __init__(self, instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
+        self.instance = instance
+        self.say = say
+        self.told = {run.run_id for run in instance.get_runs()}
+
+    def follow(self, seconds: float) -> None:
+        """Report runs as they end, for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            for run in reversed(self.instance.get_runs(dg.RunsFilter(statuses=ENDED))):
+                if run.run_id not in self.told:
+                    self.told.add(run.run_id)
+                    self.say(self.describe(run))
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+    def describe(self, run: dg.DagsterRun) -> str:
+        month = run.tags.get("dagster/partition", "")[:7]
+        started_by = run.tags.get(TRIGGER_TAG, "?")
+        what = {
+            "contacts_job": f"{month}: contacts validated",
+            "training_job": f"training round as of {month}",
+            "deployment_job": "rollover of the service",
+        }.get(run.job_name, f"{month}: predictions and drift report")
+        line = f"  {what} ({started_by}): {run.status.value.lower()}"
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            return f"{line}; see run {run.run_id} in the Dagster UI"
+        facts = self._facts(run)
+        return f"{line}{'; ' + facts if facts else ''}"
+
+    def _facts(self, run: dg.DagsterRun) -> str:
+        for key, fact in FACTS.items():
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(key)), limit=5
+            ).records
+            for record in records:
+                if record.run_id == run.run_id and record.asset_materialization is not None:
+                    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+                    return fact(meta)
+        return ""
+
+
+def _drift(meta: dict) -> str:
+    return (
+        f"prediction drift {float(meta.get('prediction_drift', 'nan')):.3f}, "
+        f"ROC AUC {float(meta.get('roc_auc', 'nan')):.3f} by v{meta.get('model_version')}"
+    )
+
+
+def _champion(meta: dict) -> str:
+    version = meta.get("champion_version")
+    return f"new champion v{version}" if meta.get("promoted") else f"champion stays v{version}"
+
+
+FACTS: dict[str, Callable[[dict], str]] = {
+    "drift_report": _drift,
+    "champion_model": _champion,
+    "production_deployment": lambda meta: f"serving v{meta.get('live_version')}",
+}
 
 
 def bootstrap(
