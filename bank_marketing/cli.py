@@ -223,7 +223,9 @@ def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _land(settings: Settings, first: str, through: str | None) -> int:
+    """Cut months of the history into the landing location: 2 for bad months, 1 for the source."""
     from bank_marketing.data.landing import LandingError, cut_months
+    from bank_marketing.data.months import MonthOrderError
     from bank_marketing.data.source import SourceError
 
     settings.prepare()
@@ -234,11 +236,12 @@ def _land(settings: Settings, first: str, through: str | None) -> int:
     except LandingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except SourceError as error:
+    except (SourceError, MonthOrderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path in written:
-        rows = sum(1 for _ in path.open()) - 1
+        with path.open() as file:
+            rows = sum(1 for _ in file) - 1  # the header; no field holds a line break
         print(f"landed {path} ({rows} contacts)")
     print(f"{len(written)} file(s) in {settings.landing_dir}")
     return 0
