@@ -94,7 +94,8 @@ class RunWatch:
     def __init__(self, instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
         self.instance = instance
         self.say = say
-        self.told = {run.run_id for run in instance.get_runs()}
+        # Runs still going when it starts are told when they end.
+        self.told = {run.run_id for run in instance.get_runs(dg.RunsFilter(statuses=ENDED))}
 
     def follow(self, seconds: float) -> None:
         """Report runs as they end, for ``seconds``."""
