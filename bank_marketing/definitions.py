@@ -99,6 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 "experiment_name": EXPERIMENT_NAME,
                 "mlflow_tracking_uri": settings.mlflow_tracking_uri,
                 "artifact_location": settings.mlflow_artifact_location,
+                "ui_url": settings.mlflow_ui_url,
             }
         )
     return dg.Definitions(

@@ -188,6 +188,10 @@ class ModelInputs(dg.ConfigurableResource):
         return list(self.columns)
 
 
+# Where `mlflow ui` serves by default.
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
 @dg.resource(
     config_schema={
         **dagster_mlflow_config_schema,
@@ -196,11 +200,18 @@ class ModelInputs(dg.ConfigurableResource):
             default_value=None,
             description="Artifact folder of a new experiment (None: the tracking server decides).",
         ),
+        "ui_url": dg.Field(
+            str,
+            default_value=DEFAULT_MLFLOW_UI_URL,
+            description="Where a browser opens the MLflow UI (BANK_MARKETING_MLFLOW_UI_URL; a "
+            "tracking server's own address): asset metadata links runs and reports there.",
+        ),
     },
     description="dagster-mlflow's mlflow_tracking, after creating the experiment where the "
-    "embedded defaults keep artifacts (BANK_MARKETING_HOME), not in the working directory.",
+    "embedded defaults keep artifacts (BANK_MARKETING_HOME), not in the working directory; "
+    "its ui_url says where the MLflow UI shows a run.",
 )
-def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Any:
+def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Iterator[Any]:
     config = init_context.resource_config
     _end_leftover_runs()
     if config.get("mlflow_tracking_uri"):
@@ -213,7 +224,10 @@ def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Any:
             f"request ({error.message}); check MLFLOW_TRACKING_URI and that the server is up. "
             f"Nothing was trained or promoted."
         ) from error
-    return mlflow_tracking.resource_fn(init_context)
+    # dagster-mlflow's generator: it yields the tracking object and ends a failed run after.
+    for tracking in mlflow_tracking.resource_fn(init_context):
+        tracking.ui_url = config["ui_url"].rstrip("/")
+        yield tracking
 
 
 def _end_leftover_runs() -> None:

@@ -49,6 +49,7 @@ class Settings:
     source: str
     db_url: str
     mlflow_tracking_uri: str
+    mlflow_ui_url: str
     dagster_home: Path
     landing_dir: Path
     serve_url: str
@@ -66,6 +67,16 @@ class Settings:
             source=env.get("BANK_MARKETING_SOURCE") or UCI_ARCHIVE_URL,
             db_url=env.get("BANK_MARKETING_DB_URL") or f"sqlite:///{home / 'monitoring.db'}",
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            # Where a browser opens the MLflow UI, for links in the Dagster UI: a tracking server
+            # serves it itself; for a store, `mlflow ui` serves it at its default address.
+            mlflow_ui_url=(
+                env.get("BANK_MARKETING_MLFLOW_UI_URL", "").strip()
+                or (
+                    env["MLFLOW_TRACKING_URI"]
+                    if env.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://"))
+                    else "http://127.0.0.1:5000"
+                )
+            ).rstrip("/"),
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().absolute(),
             landing_dir=Path(env.get("BANK_MARKETING_LANDING") or home / "landing")
             .expanduser()

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from bank_marketing.assets.contacts import contacts, raw_contacts
+from bank_marketing.assets.metadata import ROUNDING_ERROR
 from bank_marketing.assets.monitoring import drift_report, predictions
 from bank_marketing.definitions import build_definitions
 from bank_marketing.monitoring import drift
@@ -149,15 +150,20 @@ def test_a_month_is_scored_and_reported_with_its_quality(monitored: Monitored) -
     [row] = monitored.db.read_drift_reports(month).to_dict("records")
     assert row["rows"] == 80 and row["model_version"] == "1"
     assert row["drifted_columns"] == meta["drifted_columns"]
-    assert row["prediction_drift"] == pytest.approx(meta["prediction_drift"])
+    # The sensor compares prediction drift with its threshold: the metadata keeps every digit,
+    # as the table does.
+    assert row["prediction_drift"] == pytest.approx(meta["prediction_drift"], rel=1e-12)
     assert row["report_path"] == str(path) and row["note"] is None
 
     [quality] = monitored.db.read_monthly_quality(month).to_dict("records")
     assert quality["rows"] == 80
     assert quality["subscription_rate"] == pytest.approx(49 / 80)
     for name in QUALITY:
-        assert 0 <= meta[name] <= 1 and quality[name] == pytest.approx(meta[name]), name
-    assert meta["mean_probability"] == pytest.approx(stored["probability"].mean())
+        assert 0 <= meta[name] <= 1, name
+        assert quality[name] == pytest.approx(meta[name], abs=ROUNDING_ERROR), name
+    assert meta["mean_probability"] == pytest.approx(
+        stored["probability"].mean(), abs=ROUNDING_ERROR
+    )
 
     run = monitored.client.get_run(meta["mlflow_run_id"])
     assert run.data.tags["kind"] == "drift_report" and run.data.tags["month"] == "2008-10"
@@ -166,6 +172,11 @@ def test_a_month_is_scored_and_reported_with_its_quality(monitored: Monitored) -
     assert run.info.status == "FINISHED"
     artifacts = [a.path for a in monitored.client.list_artifacts(run.info.run_id, "drift")]
     assert artifacts == ["drift/drift_2008-10.html"]
+    # One click from the asset page: the run and its HTML report in the MLflow UI.
+    ui = monitored.settings.mlflow_ui_url
+    page = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert meta["mlflow_run"] == page
+    assert meta["report_in_mlflow"] == f"{page}/artifacts/drift/drift_2008-10.html"
 
 
 def test_the_empty_month_gets_a_report_that_says_so(monitored: Monitored) -> None:

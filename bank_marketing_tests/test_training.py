@@ -22,6 +22,7 @@ import psycopg2
 import pytest
 from mlflow import MlflowClient
 
+from bank_marketing.assets.metadata import ROUNDING_ERROR
 from bank_marketing.assets.training import CANDIDATE_CONFIGS
 from bank_marketing.definitions import build_definitions
 from bank_marketing.partitions import monthly_partitions
@@ -160,9 +161,13 @@ def test_five_candidates_train_in_parallel_into_their_own_runs(trained: Round) -
         metrics = run.data.metrics
         assert {f"validation_{m}" for m in METRIC_NAMES} <= set(metrics)
         assert {f"train_{m}" for m in METRIC_NAMES} <= set(metrics)
-        # Each run holds exactly the numbers its own Dagster step computed.
+        # Each run holds exactly the numbers its own Dagster step computed (shown to 4 decimals).
         assert metrics["validation_roc_auc"] == pytest.approx(
-            materialized[family]["validation_roc_auc"].value
+            materialized[family]["validation_roc_auc"].value, abs=ROUNDING_ERROR
+        )
+        assert materialized[family]["mlflow_run_id"].value == run.info.run_id
+        assert materialized[family]["mlflow_run"].value.endswith(
+            f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
         )
         contexts = {d.tags[0].value for d in run.inputs.dataset_inputs if d.tags}
         assert contexts == {"training", "validation"}
@@ -249,6 +254,8 @@ def test_champion_is_scored_on_the_month_after_its_window(trained: Round) -> Non
         [experiment.experiment_id], filter_string="tags.kind = 'test_evaluation'"
     )
     assert run.data.metrics["test_roc_auc"] == pytest.approx(meta["test_roc_auc"].value, abs=1e-4)
+    assert meta["mlflow_run_id"].value == run.info.run_id
+    assert meta["mlflow_run"].value.endswith(f"/runs/{run.info.run_id}")
 
 
 def _round_in_process(
@@ -283,8 +290,17 @@ def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained
     meta = result.asset_materializations_for_node("champion_model")[0].metadata
     assert meta["promoted"].value is False
     assert meta["champion_version"].value == before.version
-    kept = trained.client.get_run(before.run_id).data.tags["family"]
-    assert meta["champion_family"].value == kept
+    kept = trained.client.get_run(before.run_id)
+    assert meta["champion_family"].value == kept.data.tags["family"]
+    # The kept champion's run and registry page, as links to the MLflow UI.
+    assert meta["champion_mlflow_run_id"].value == before.run_id
+    ui = trained.settings.mlflow_ui_url
+    assert meta["champion_mlflow_run"].value == (
+        f"{ui}/#/experiments/{kept.info.experiment_id}/runs/{before.run_id}"
+    )
+    assert meta["champion_in_registry"].value == (
+        f"{ui}/#/models/{MODEL_NAME}/versions/{before.version}"
+    )
     challenger = trained.client.get_model_version(MODEL_NAME, meta["challenger_version"].value)
     assert challenger.tags["promotion_promoted"] == "False"
     assert "the champion stays" in challenger.tags["promotion_reason"]

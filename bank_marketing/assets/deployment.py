@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
+from bank_marketing.assets.metadata import rounded
 from bank_marketing.assets.training import champion_model
 from bank_marketing.resources import ServingCluster
 from bank_marketing.training import registry
@@ -40,20 +41,22 @@ def production_deployment(
     rollout = serving.roll_over(version)
     served = rollout.served
     return dg.MaterializeResult(
-        metadata={
-            "live_version": rollout.version,
-            "previous_version": rollout.previous_version or "none",
-            "model_uri": f"models:/{MODEL_NAME}/{rollout.version}",
-            "pinned": config.model_version is not None,
-            "family": served.get("family") or "unknown",
-            "training_window": served.get("training_window") or "unknown",
-            "serve_url": dg.MetadataValue.url(rollout.serve_url),
-            "ray_dashboard": dg.MetadataValue.url(rollout.dashboard_url),
-            "serve_application": rollout.app_name,
-            "application_status": rollout.app_status,
-            "running_replicas": rollout.replicas,
-            "rollout_seconds": rollout.seconds,
-        }
+        metadata=rounded(
+            {
+                "live_version": rollout.version,
+                "previous_version": rollout.previous_version or "none",
+                "model_uri": f"models:/{MODEL_NAME}/{rollout.version}",
+                "pinned": config.model_version is not None,
+                "family": served.get("family") or "unknown",
+                "training_window": served.get("training_window") or "unknown",
+                "serve_url": dg.MetadataValue.url(rollout.serve_url),
+                "ray_dashboard": dg.MetadataValue.url(rollout.dashboard_url),
+                "serve_application": rollout.app_name,
+                "application_status": rollout.app_status,
+                "running_replicas": rollout.replicas,
+                "rollout_seconds": rollout.seconds,
+            }
+        )
     )
 
 

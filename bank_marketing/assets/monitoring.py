@@ -16,10 +16,12 @@ import pandas as pd
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 from mlflow import MlflowClient
+from mlflow.entities import RunInfo
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from bank_marketing.assets.metadata import mlflow_run_links, mlflow_run_url, rounded
 from bank_marketing.monitoring import drift, quality, schemas
 from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
 from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
@@ -93,13 +95,15 @@ def predictions(
     )
     yield dg.Output(
         scores,
-        metadata={
-            "month": f"{month:%Y-%m}",
-            "model_version": model.version,
-            "dagster/row_count": stored,
-            "mean_probability": float(scores[PROBABILITY].mean()) if stored else float("nan"),
-            "table": f"predictions in {db.describe()}",
-        },
+        metadata=rounded(
+            {
+                "month": f"{month:%Y-%m}",
+                "model_version": model.version,
+                "dagster/row_count": stored,
+                "mean_probability": float(scores[PROBABILITY].mean()) if stored else float("nan"),
+                "table": f"predictions in {db.describe()}",
+            }
+        ),
     )
 
 
@@ -184,7 +188,8 @@ def drift_report(
             allow_retries=False,
         )
 
-    run_id = _keep(context, db, result, row, realized, path, model)
+    run = _keep(context, db, result, row, realized, path, model)
+    ui_url = context.resources.mlflow.ui_url
     metadata: dict[str, Any] = {
         "month": label,
         "model_version": version,
@@ -195,11 +200,14 @@ def drift_report(
         "prediction_drift_method": result.prediction_drift_method,
         "missing_share": result.missing_share,
         "report_path": dg.MetadataValue.path(str(path)),
+        "report_in_mlflow": dg.MetadataValue.url(
+            mlflow_run_url(ui_url, run.experiment_id, run.run_id, _report_artifact(path))
+        ),
         "reference_rows": result.reference_rows,
         "input_columns": result.input_columns,
         "prediction_drifted": result.prediction_drifted,
         "evidently_tests_failed": f"{result.tests_failed} of {result.tests_total}",
-        "mlflow_run_id": run_id,
+        **mlflow_run_links(ui_url, run.experiment_id, run.run_id),
         "tables": f"drift_reports, monthly_quality in {db.describe()}",
     }
     if result.note:
@@ -225,7 +233,8 @@ def drift_report(
             "drift": row.iloc[0].to_dict(),
             "quality": None if realized is None else realized.iloc[0].to_dict(),
         },
-        metadata=metadata,
+        # The retraining sensor compares these with its thresholds.
+        metadata=rounded(metadata, exact=("prediction_drift", "drifted_share")),
     )
 
 
@@ -237,7 +246,7 @@ def _keep(
     realized: pd.DataFrame | None,
     path: Path,
     model: LoadedModel,
-) -> str:
+) -> RunInfo:
     """Log the HTML to a monitoring run in MLflow, write the tables, then put the HTML in place.
 
     The HTML goes to a temporary file beside its final path first and replaces it only after the
@@ -262,7 +271,7 @@ def _keep(
                 "dagster.run_id": context.run.run_id,
             },
         ) as run:
-            mlflow.log_text(partial.read_text(encoding="utf-8"), f"drift/{path.name}")
+            mlflow.log_text(partial.read_text(encoding="utf-8"), _report_artifact(path))
             mlflow.log_params(
                 {
                     "prediction_drift_method": result.prediction_drift_method,
@@ -299,7 +308,12 @@ def _keep(
         ) from error
     finally:
         partial.unlink(missing_ok=True)
-    return run.info.run_id
+    return run.info
+
+
+def _report_artifact(path: Path) -> str:
+    """Where the monitoring run keeps the HTML report among its artifacts."""
+    return f"drift/{path.name}"
 
 
 def _write(db: MonitoringDatabase, what: str, write: Callable[[], T]) -> T:

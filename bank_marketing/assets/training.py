@@ -11,16 +11,23 @@ import pandas as pd
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from bank_marketing.assets.contacts import raw_source
+from bank_marketing.assets.metadata import mlflow_model_version_url, mlflow_run_links, rounded
 from bank_marketing.data.schemas import Contacts
 from bank_marketing.partitions import monthly_partitions
 from bank_marketing.resources import ModelInputs
 from bank_marketing.training import registry
 from bank_marketing.training.candidates import FittedCandidate, fit_candidate
 from bank_marketing.training.families import SIMPLICITY_ORDER
-from bank_marketing.training.tracking import CandidateRecord, frame_digest, log_candidate
+from bank_marketing.training.tracking import (
+    MODEL_NAME,
+    CandidateRecord,
+    frame_digest,
+    log_candidate,
+)
 from bank_marketing.training.windows import (
     TRAIN,
     VALIDATION,
@@ -148,14 +155,16 @@ def training_set(
     )
     yield dg.Output(
         split,
-        metadata={
-            "window": window,
-            "dagster/row_count": len(split),
-            "train_rows": int((split["split"] == TRAIN).sum()),
-            "validation_rows": int((split["split"] == VALIDATION).sum()),
-            "subscription_rate": float((split["y"] == "yes").mean()),
-            "digest": frame_digest(split),
-        },
+        metadata=rounded(
+            {
+                "window": window,
+                "dagster/row_count": len(split),
+                "train_rows": int((split["split"] == TRAIN).sum()),
+                "validation_rows": int((split["split"] == VALIDATION).sum()),
+                "subscription_rate": float((split["y"] == "yes").mean()),
+                "digest": frame_digest(split),
+            }
+        ),
     )
 
 
@@ -290,16 +299,21 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
             record.validation_metrics["roc_auc"],
             record.model_version,
         )
+        run = MlflowClient().get_run(record.run_id)
         return dg.Output(
             record,
-            metadata={
-                "mlflow_run_id": record.run_id,
-                "model_version": record.model_version,
-                "fit_seconds": round(fitted.fit_seconds, 2),
-                "train_rows": fitted.train_rows,
-                "train_rows_capped": fitted.train_rows_capped,
-                **{f"validation_{k}": v for k, v in record.validation_metrics.items()},
-            },
+            metadata=rounded(
+                {
+                    **mlflow_run_links(
+                        context.resources.mlflow.ui_url, run.info.experiment_id, record.run_id
+                    ),
+                    "model_version": record.model_version,
+                    "fit_seconds": fitted.fit_seconds,
+                    "train_rows": fitted.train_rows,
+                    "train_rows_capped": fitted.train_rows_capped,
+                    **{f"validation_{k}": v for k, v in record.validation_metrics.items()},
+                }
+            ),
         )
 
     return candidate
@@ -414,33 +428,37 @@ def champion_model(
     live = challenger if decision.promoted else incumbent
     context.log.info("Promotion: %s", decision.reason)
 
+    live_run_id = chosen.run_id if decision.promoted else current.run_id if current else None
     problem = _unsound(live, config.roc_auc_floor)
-    metadata = {
-        "decision": decision.reason,
-        "promoted": decision.promoted,
-        "champion_version": live.version if live is not None else "none",
-        "champion_family": _champion_family(live, decision, chosen, current_tags),
-        "challenger_version": decision.challenger_version,
-        "challenger_roc_auc": _number(decision.challenger_roc_auc),
-        "previous_champion_version": decision.champion_version or "none",
-        "previous_champion_roc_auc": _number(decision.champion_roc_auc),
-        "compared_on": compared_on,
-        "selection": selection.reason,
-        "ranking": dg.MetadataValue.md(
-            pd.DataFrame(
-                [
-                    {
-                        "family": c.family,
-                        "version": c.model_version,
-                        "validation_roc_auc": round(c.validation_metrics["roc_auc"], 4),
-                        "stage": "staging" if place < registry.STAGING_TOP else "",
-                        "challenger": "yes" if c is chosen else "",
-                    }
-                    for place, c in enumerate(ranked)
-                ]
-            ).to_markdown(index=False)
-        ),
-    }
+    metadata = rounded(
+        {
+            "decision": decision.reason,
+            "promoted": decision.promoted,
+            "champion_version": live.version if live is not None else "none",
+            "champion_family": _champion_family(live, decision, chosen, current_tags),
+            **_champion_links(client, context.resources.mlflow.ui_url, live, live_run_id),
+            "challenger_version": decision.challenger_version,
+            "challenger_roc_auc": _number(decision.challenger_roc_auc),
+            "previous_champion_version": decision.champion_version or "none",
+            "previous_champion_roc_auc": _number(decision.champion_roc_auc),
+            "compared_on": compared_on,
+            "selection": selection.reason,
+            "ranking": dg.MetadataValue.md(
+                pd.DataFrame(
+                    [
+                        {
+                            "family": c.family,
+                            "version": c.model_version,
+                            "validation_roc_auc": round(c.validation_metrics["roc_auc"], 4),
+                            "stage": "staging" if place < registry.STAGING_TOP else "",
+                            "challenger": "yes" if c is chosen else "",
+                        }
+                        for place, c in enumerate(ranked)
+                    ]
+                ).to_markdown(index=False)
+            ),
+        }
+    )
     yield dg.AssetCheckResult(
         check_name=CHAMPION_CHECK,
         passed=problem is None,
@@ -478,6 +496,27 @@ def _champion_family(
     return champion_tags.get("family", "unknown")
 
 
+def _champion_links(
+    client: MlflowClient, ui_url: str, live: registry.Evaluation | None, run_id: str | None
+) -> dict[str, Any]:
+    """The champion's page in the MLflow registry and the run that logged it, as links."""
+    if live is None:
+        return {}
+    links: dict[str, Any] = {
+        "champion_in_registry": dg.MetadataValue.url(
+            mlflow_model_version_url(ui_url, MODEL_NAME, live.version)
+        )
+    }
+    if run_id:
+        try:
+            experiment_id = client.get_run(run_id).info.experiment_id
+        except MlflowException:
+            # A champion whose run is gone is judged by its check; the registry link remains.
+            return links
+        links.update(mlflow_run_links(ui_url, experiment_id, run_id, "champion_mlflow_run"))
+    return links
+
+
 def _unsound(live: registry.Evaluation | None, floor: float) -> str | None:
     if live is None:
         return "there is no champion: no candidate passed the rule"
@@ -489,7 +528,7 @@ def _unsound(live: registry.Evaluation | None, floor: float) -> str | None:
 
 
 def _number(value: float | None) -> float | str:
-    return "none" if value is None else round(value, 4)
+    return "none" if value is None else value
 
 
 @dg.asset(
@@ -527,14 +566,17 @@ def champion_evaluation(
         run_name=f"test v{champion_model.version} on {test_month}",
         nested=True,
         tags={**base, "kind": "test_evaluation", "dagster.run_id": context.run.run_id},
-    ):
+    ) as run:
         mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
         mlflow.log_param("test_rows", len(month))
     return dg.Output(
         {**base, **evaluation.metrics, "rows": len(month)},
-        metadata={
-            **base,
-            "rows": len(month),
-            **{f"test_{k}": round(v, 4) for k, v in evaluation.metrics.items()},
-        },
+        metadata=rounded(
+            {
+                **base,
+                "rows": len(month),
+                **{f"test_{k}": v for k, v in evaluation.metrics.items()},
+                **mlflow_run_links(mlflow.ui_url, run.info.experiment_id, run.info.run_id),
+            }
+        ),
     )
