@@ -216,15 +216,7 @@ def _land(
             f"{key[:7]}: validate_landed_files asked for "
             f"{[request.partition_key for request in requests]}, not the landed month"
         )
-    (request,) = requests
-    result = defs.resolve_job_def("contacts_job").execute_in_process(
-        instance=instance,
-        partition_key=key,
-        run_config={**QUIET, **request.run_config},
-        tags=request.tags,
-        raise_on_error=False,
-    )
-    _succeeded(result, f"contacts {key[:7]}")
+    _execute(defs, instance, "contacts_job", requests[0], f"contacts {key[:7]}")
 
 
 def _score(
@@ -239,16 +231,26 @@ def _score(
             f"{[(r.partition_key, r.asset_selection) for r in requests]}, not the month's "
             f"predictions and drift_report"
         )
-    (request,) = requests
-    result = defs.resolve_job_def("monitoring_job").execute_in_process(
+    return _execute(defs, instance, "monitoring_job", requests[0], f"monitoring {key[:7]}")
+
+
+def _execute(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job: str,
+    request: dg.RunRequest,
+    what: str,
+) -> dg.ExecuteInProcessResult:
+    """Run a sensor's request in this process, as the daemon would launch it."""
+    result = defs.resolve_job_def(job).execute_in_process(
         instance=instance,
-        partition_key=key,
-        run_config=QUIET,
+        partition_key=request.partition_key,
+        run_config={**QUIET, **(request.run_config or {})},
         tags=request.tags,
-        asset_selection=list(request.asset_selection or ()),
+        asset_selection=list(request.asset_selection) if request.asset_selection else None,
         raise_on_error=False,
     )
-    return _succeeded(result, f"monitoring {key[:7]}")
+    return _succeeded(result, what)
 
 
 def _train(

@@ -9,6 +9,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
+from bank_marketing.assets.metadata import rounded
 from bank_marketing.data.fields import COLUMNS
 from bank_marketing.data.landing import LandingError, read_landed
 from bank_marketing.data.months import FIRST_MONTH, LAST_MONTH, MonthOrderError, recover_months
@@ -125,14 +126,17 @@ def contacts(
         )
     yield dg.Output(
         result.valid,
-        metadata={
-            "dagster/row_count": len(result.valid),
-            "rejected_rows": len(result.rejected),
-            "subscription_rate": float((result.valid["y"] == "yes").mean())
-            if len(result.valid)
-            else 0.0,
-            "source_sha256": source.get("sha256", ""),
-        },
+        metadata=rounded(
+            {
+                "dagster/row_count": len(result.valid),
+                "rejected_rows": len(result.rejected),
+                "subscription_rate": float((result.valid["y"] == "yes").mean())
+                if len(result.valid)
+                else 0.0,
+                "source": source.get("location", "unknown"),
+                "source_sha256": source.get("sha256", ""),
+            }
+        ),
     )
 
 
@@ -206,21 +210,23 @@ def _quality_metadata(
 ) -> dict[str, object]:
     counts = result.failure_counts()
     sample = result.rejected.head(SAMPLE_ROWS).reset_index()[["line", "reasons", *COLUMNS]]
-    return {
-        "rows": result.rows,
-        "valid_rows": len(result.valid),
-        "rejected_rows": len(result.rejected),
-        "invalid_share": result.invalid_share,
-        "max_invalid_share": threshold,
-        "source": source.get("location", "unknown"),
-        "rejects_table": f"contact_rejects in {db.describe()}",
-        "failures_by_check": dg.MetadataValue.md(counts.to_markdown(index=False))
-        if len(counts)
-        else "none",
-        "failing_rows_sample": dg.MetadataValue.md(sample.to_markdown(index=False))
-        if len(sample)
-        else "none",
-    }
+    return rounded(
+        {
+            "rows": result.rows,
+            "valid_rows": len(result.valid),
+            "rejected_rows": len(result.rejected),
+            "invalid_share": result.invalid_share,
+            "max_invalid_share": threshold,
+            "source": source.get("location", "unknown"),
+            "rejects_table": f"contact_rejects in {db.describe()}",
+            "failures_by_check": dg.MetadataValue.md(counts.to_markdown(index=False))
+            if len(counts)
+            else "none",
+            "failing_rows_sample": dg.MetadataValue.md(sample.to_markdown(index=False))
+            if len(sample)
+            else "none",
+        }
+    )
 
 
 def _rejection_message(
