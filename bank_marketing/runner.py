@@ -118,15 +118,6 @@ def run_deployment(
     )
 
 
-def run_monitoring(
-    defs: dg.Definitions, instance: dg.DagsterInstance, month: str
-) -> dg.ExecuteInProcessResult:
-    """Score a month with the champion and report its drift (predictions, drift_report)."""
-    return defs.resolve_job_def("monitoring_job").execute_in_process(
-        instance=instance, partition_key=month, run_config=QUIET, raise_on_error=False
-    )
-
-
 def failure_message(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> str | None:
     """Why a run failed, as the user should read it: a step's failure, else a resource's error."""
     for event in result.all_events:
