@@ -68,9 +68,10 @@ serve: install ## Serve the champion over HTTP on local Ray (http://127.0.0.1:80
 try: install ## Open the page to try the model (needs make serve running)
 	$(UV) run --locked streamlit run bank_marketing/serving/try_it.py
 
-lint: install ## Check lint and formatting (ruff)
+lint: install ## Check lint, formatting (ruff) and the layers' import contracts (import-linter)
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
+	$(UV) run --locked lint-imports
 
 format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .

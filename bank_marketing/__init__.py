@@ -1,5 +1,7 @@
 """bank-marketing: predict term-deposit subscriptions and keep the prediction good as data drifts.
 
-The package root imports nothing heavy: ``bank_marketing.definitions`` assembles the Dagster
-code location, and the sub-packages hold the plain-Python parts it calls.
+The package root imports nothing heavy. The libraries (``data``, ``training``, ``monitoring``,
+``serving``) are plain Python; ``orchestration`` is the Dagster code that runs them as an asset
+graph (``bank_marketing.orchestration.definitions`` is the code location); ``cli`` is the
+``bank-marketing`` command.
 """

@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _environment(settings)
         import dagster as dg
 
-        from bank_marketing.definitions import build_definitions
+        from bank_marketing.orchestration.definitions import build_definitions
 
         with dg.DagsterInstance.get() as instance:
             return _deploy(build_definitions(settings), instance, args.version)
@@ -174,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _live(settings: Settings, args: argparse.Namespace) -> int:
     _environment(settings)
-    from bank_marketing.live import LiveError, live
-    from bank_marketing.partitions import monthly_partitions
+    from bank_marketing.orchestration.live import LiveError, live
+    from bank_marketing.orchestration.partitions import monthly_partitions
 
     first = f"{args.first_as_of}-01"
     keys = monthly_partitions.get_partition_keys()
@@ -199,8 +199,8 @@ def _live(settings: Settings, args: argparse.Namespace) -> int:
 def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     _environment(settings)
     from bank_marketing.data.landing import LandingError
-    from bank_marketing.live import LiveError, bootstrap
-    from bank_marketing.partitions import monthly_partitions
+    from bank_marketing.orchestration.live import LiveError, bootstrap
+    from bank_marketing.orchestration.partitions import monthly_partitions
 
     keys = monthly_partitions.get_partition_keys()
     first = f"{args.first_as_of}-01"
@@ -266,9 +266,9 @@ def _run(settings: Settings, months: list[str] | None, as_of: str | None, serve:
 
     import dagster as dg
 
-    from bank_marketing.definitions import build_definitions
-    from bank_marketing.partitions import monthly_partitions
-    from bank_marketing.runner import backfill_contacts, failure_message, run_ingest
+    from bank_marketing.orchestration.definitions import build_definitions
+    from bank_marketing.orchestration.partitions import monthly_partitions
+    from bank_marketing.orchestration.runner import backfill_contacts, failure_message, run_ingest
 
     defs = build_definitions(settings)
     keys = monthly_partitions.get_partition_keys()
@@ -335,7 +335,7 @@ def _print_months(outcomes: list) -> None:
 def _train(defs, instance, as_of: str) -> int:
     from tabulate import tabulate
 
-    from bank_marketing.runner import failure_message, run_evaluation, run_training
+    from bank_marketing.orchestration.runner import failure_message, run_evaluation, run_training
 
     print(f"Training five candidates as of {as_of[:7]} (parallel processes)...", flush=True)
     result = run_training(instance, as_of)
@@ -386,9 +386,9 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     import dagster as dg
     from tqdm import tqdm
 
-    from bank_marketing.definitions import build_definitions
-    from bank_marketing.partitions import monthly_partitions
-    from bank_marketing.replay import ReplayError, month_keys, replay
+    from bank_marketing.orchestration.definitions import build_definitions
+    from bank_marketing.orchestration.partitions import monthly_partitions
+    from bank_marketing.orchestration.replay import ReplayError, month_keys, replay
 
     keys = monthly_partitions.get_partition_keys()
     first, last = f"{args.first_as_of}-01", f"{args.last}-01" if args.last else keys[-1]
@@ -429,7 +429,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report(settings: Settings, result, *, baselines: bool) -> int:
-    from bank_marketing import replay_report
+    from bank_marketing.orchestration import replay_report
 
     if baselines:
         print("Scoring the baselines (frozen first champion; retrained every month)...", flush=True)
@@ -448,7 +448,7 @@ def _report(settings: Settings, result, *, baselines: bool) -> int:
 
 
 def _deploy(defs, instance, version: str | None) -> int:
-    from bank_marketing.runner import failure_message, run_deployment
+    from bank_marketing.orchestration.runner import failure_message, run_deployment
 
     target = f"v{version}" if version else "the champion"
     print(f"Rolling the prediction service over to {target} (Ray Serve)...", flush=True)

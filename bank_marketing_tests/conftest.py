@@ -23,8 +23,8 @@ from mlflow.exceptions import MlflowException
 
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.definitions import build_definitions
-from bank_marketing.replay import Replay, replay
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.replay import Replay, replay
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
 from bank_marketing.training.candidates import FittedCandidate, fit_candidate

@@ -10,10 +10,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from bank_marketing.assets.contacts import _partition_month, contacts, raw_contacts
 from bank_marketing.data.landing import cut_months, sha256
-from bank_marketing.runner import failure_message, run_ingest
-from bank_marketing.sensors import validate_landed_files
+from bank_marketing.orchestration.assets.contacts import _partition_month, contacts, raw_contacts
+from bank_marketing.orchestration.runner import failure_message, run_ingest
+from bank_marketing.orchestration.sensors import validate_landed_files
 from bank_marketing.settings import Settings
 
 CONTACTS = dg.AssetKey("contacts")

@@ -9,10 +9,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from bank_marketing.assets.contacts import contacts, raw_contacts
-from bank_marketing.definitions import build_definitions
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import backfill_contacts, failure_message, run_ingest
+from bank_marketing.orchestration.assets.contacts import contacts, raw_contacts
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.runner import backfill_contacts, failure_message, run_ingest
 from bank_marketing.settings import Settings
 from bank_marketing_tests import variants
 from bank_marketing_tests.conftest import make_settings

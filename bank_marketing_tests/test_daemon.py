@@ -27,8 +27,8 @@ from dagster._core.definitions.selector import InstigatorSelector
 from mlflow import MlflowClient
 
 from bank_marketing.data.landing import cut_months
-from bank_marketing.definitions import build_definitions
-from bank_marketing.replay import replay
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.replay import replay
 from bank_marketing.settings import Settings
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import yaml
 
-from bank_marketing.definitions import defs
-from bank_marketing.partitions import monthly_partitions
+from bank_marketing.orchestration.definitions import defs
+from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing_tests.conftest import REPO
 
 

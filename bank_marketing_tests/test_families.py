@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bank_marketing.assets.training import CANDIDATE_CONFIGS, LogisticRegressionConfig
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.resources import ModelInputs
+from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, LogisticRegressionConfig
+from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training.baselines import by_month, retrained_every_month
 from bank_marketing.training.candidates import FittedCandidate
 from bank_marketing.training.windows import (

@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from bank_marketing.resources import ModelInputs
+from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training.features import (
     DEFAULT_INPUTS,
     PRE_CALL_INPUTS,

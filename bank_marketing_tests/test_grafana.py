@@ -24,9 +24,13 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bank_marketing.resources import MonitoringDatabase
-from bank_marketing.runner import failure_message, run_training
-from bank_marketing.sensors import TRIGGER_TAG, RetrainPolicy, retrain_on_grafana_alert
+from bank_marketing.orchestration.resources import MonitoringDatabase
+from bank_marketing.orchestration.runner import failure_message, run_training
+from bank_marketing.orchestration.sensors import (
+    TRIGGER_TAG,
+    RetrainPolicy,
+    retrain_on_grafana_alert,
+)
 from bank_marketing.serving.webhook import create_webhook_router
 from bank_marketing_tests.conftest import (
     POSTGRES,

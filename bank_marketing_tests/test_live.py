@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bank_marketing.cli import main
-from bank_marketing.live import background_process
+from bank_marketing.orchestration.live import background_process
 from bank_marketing.settings import Settings
 
 

@@ -8,14 +8,14 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from bank_marketing.assets.metadata import (
+from bank_marketing.orchestration.assets.metadata import (
     ROUNDING_ERROR,
     mlflow_model_version_url,
     mlflow_run_links,
     mlflow_run_url,
     rounded,
 )
-from bank_marketing.sensors import RetrainPolicy, judge_drift
+from bank_marketing.orchestration.sensors import RetrainPolicy, judge_drift
 from bank_marketing.settings import Settings
 
 UI = "http://127.0.0.1:5000"

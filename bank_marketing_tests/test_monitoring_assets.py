@@ -23,13 +23,13 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from bank_marketing.assets.contacts import contacts, raw_contacts
-from bank_marketing.assets.metadata import ROUNDING_ERROR
-from bank_marketing.assets.monitoring import drift_report, predictions
-from bank_marketing.definitions import build_definitions
 from bank_marketing.monitoring import drift
-from bank_marketing.resources import MonitoringDatabase
-from bank_marketing.runner import backfill_contacts, failure_message, run_ingest
+from bank_marketing.orchestration.assets.contacts import contacts, raw_contacts
+from bank_marketing.orchestration.assets.metadata import ROUNDING_ERROR
+from bank_marketing.orchestration.assets.monitoring import drift_report, predictions
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.resources import MonitoringDatabase
+from bank_marketing.orchestration.runner import backfill_contacts, failure_message, run_ingest
 from bank_marketing.settings import Settings
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME, REFERENCE_ARTIFACT

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from bank_marketing.monitoring import drift, quality
 from bank_marketing.monitoring.scoring import score_month
-from bank_marketing.resources import MonitoringDatabase
+from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing_tests.test_drift import INPUTS, MONTH, NOW, FixedScorer, contacts_frame
 from bank_marketing_tests.test_monitoring_assets import failing_insert
 

@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from bank_marketing.definitions import build_definitions
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import backfill_contacts, run_ingest
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.runner import backfill_contacts, run_ingest
 from bank_marketing_tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

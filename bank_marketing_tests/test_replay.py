@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from bank_marketing import replay_report
-from bank_marketing.assets.metadata import ROUNDING_ERROR
+from bank_marketing.orchestration import replay_report
+from bank_marketing.orchestration.assets.metadata import ROUNDING_ERROR
 from bank_marketing.settings import Settings
 from bank_marketing.training.families import FAMILIES
 from bank_marketing_tests.conftest import REPLAYED_MONTHS, ReplayedStack

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bank_marketing import replay_report
 from bank_marketing.benchmarks import replay as replay_benchmark
-from bank_marketing.replay import Replay, ReplayMonth
+from bank_marketing.orchestration import replay_report
+from bank_marketing.orchestration.replay import Replay, ReplayMonth
 
 BASELINES = {
     "frozen": {"2009-01-01": 0.5, "2009-02-01": 0.6, "2009-03-01": math.nan},

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from bank_marketing.assets.deployment import production_deployment
-from bank_marketing.definitions import build_definitions, deployment_job
-from bank_marketing.resources import ServingCluster
-from bank_marketing.runner import failure_message, run_deployment
+from bank_marketing.orchestration.assets.deployment import production_deployment
+from bank_marketing.orchestration.definitions import build_definitions, deployment_job
+from bank_marketing.orchestration.resources import ServingCluster
+from bank_marketing.orchestration.runner import failure_message, run_deployment
 from bank_marketing.serving.contract import EXAMPLE_RECORD
 from bank_marketing.serving.rollout import APP_NAME, SERVE_CONFIG, RolloutError, ServeCluster
 from bank_marketing.settings import Settings

@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bank_marketing import alerts, store
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import MonitoringDatabase
-from bank_marketing.sensors import (
+from bank_marketing.monitoring import alerts, store
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.resources import MonitoringDatabase
+from bank_marketing.orchestration.sensors import (
     DriftReportContractError,
     RetrainPolicy,
     cooldown_blocks,
@@ -487,7 +487,7 @@ def test_only_the_newest_of_several_champions_is_deployed(instance: dg.DagsterIn
 
 
 def test_sensors_load_with_the_real_jobs_and_resources(tmp_path: Path) -> None:
-    from bank_marketing.definitions import build_definitions
+    from bank_marketing.orchestration.definitions import build_definitions
     from bank_marketing.settings import Settings
 
     settings = Settings.from_env(

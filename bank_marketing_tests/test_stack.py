@@ -748,7 +748,7 @@ def webserver_url(stack: Native) -> str:
 def test_dagster_webserver_serves_the_code_location_on_the_stack_instance(
     stack: Native, services: dict[str, Any], webserver_url: str
 ) -> None:
-    from bank_marketing.definitions import defs
+    from bank_marketing.orchestration.definitions import defs
 
     assert stack.healthcheck_passes(services, "dagster-webserver")
     data = _graphql(webserver_url, WORKSPACE_QUERY)

@@ -22,11 +22,11 @@ import psycopg2
 import pytest
 from mlflow import MlflowClient
 
-from bank_marketing.assets.metadata import ROUNDING_ERROR
-from bank_marketing.assets.training import CANDIDATE_CONFIGS
-from bank_marketing.definitions import build_definitions
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import (
+from bank_marketing.orchestration.assets.metadata import ROUNDING_ERROR
+from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS
+from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.runner import (
     backfill_contacts,
     failure_message,
     run_evaluation,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bank_marketing import alerts, store
+from bank_marketing.monitoring import alerts, store
 from bank_marketing.serving.webhook import (
     PATH,
     TOKEN_VARIABLE,

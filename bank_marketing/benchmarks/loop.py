@@ -30,7 +30,7 @@ import dagster as dg
 
 from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.landing import cut_months
-from bank_marketing.live import WORKSPACE, background_process, load_history, ray_head
+from bank_marketing.orchestration.live import WORKSPACE, background_process, load_history, ray_head
 from bank_marketing.settings import Settings
 
 SECTION = "## Loop: a landed month to its drift report, under the daemon"
@@ -46,7 +46,7 @@ ACTIVE = [
 
 def measure(settings: Settings, months: list[str]) -> dict[str, float]:
     """Seconds from landing to drift_report, per month."""
-    from bank_marketing.definitions import build_definitions
+    from bank_marketing.orchestration.definitions import build_definitions
 
     defs = build_definitions(settings)
     latencies: dict[str, float] = {}

@@ -30,8 +30,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from bank_marketing import replay_report
 from bank_marketing.benchmarks.report import memory_gib, replace_section
+from bank_marketing.orchestration import replay_report
 
 SECTION = "## Replay: the closed loop, 2009-01..2010-11"
 SUMMARY_PREFIX = "mean monthly ROC AUC"

@@ -122,8 +122,8 @@ class Variant:
 def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]:
     """Train the default XGBoost as of 2009-06, register it as champion; (uri, version, window)."""
     # The training assets hold the defaults; imported here so the Ray child skips Dagster.
-    from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-    from bank_marketing.resources import ModelInputs
+    from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+    from bank_marketing.orchestration.resources import ModelInputs
 
     defaults = TrainingSetConfig()
     as_of = pd.Timestamp(AS_OF)

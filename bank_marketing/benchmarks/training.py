@@ -30,11 +30,11 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
 from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.resources import ModelInputs
+from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training.features import PRE_CALL_INPUTS
 from bank_marketing.training.windows import (
     TRAIN,
@@ -85,7 +85,7 @@ def _round() -> int:
     import dagster as dg
 
     from bank_marketing.cli import main as command
-    from bank_marketing.runner import run_training
+    from bank_marketing.orchestration.runner import run_training
 
     if command(["run", "--no-train"]) != 0:
         return 1

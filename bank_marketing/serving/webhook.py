@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from bank_marketing import alerts, store
+from bank_marketing.monitoring import alerts, store
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"

@@ -1,4 +1,5 @@
 """Training: windows of months, features inside the model, five families, metrics, the registry.
 
-Imports nothing from Dagster; the assets in ``bank_marketing.assets.training`` call it.
+Imports nothing from Dagster; the assets in
+``bank_marketing.orchestration.assets.training`` call it.
 """

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bank_marketing.store import grafana_alerts
+from bank_marketing.monitoring.store import grafana_alerts
 
 FIRING = "firing"
 RESOLVED = "resolved"

@@ -14,11 +14,15 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
-from bank_marketing.assets.contacts import raw_source
-from bank_marketing.assets.metadata import mlflow_model_version_url, mlflow_run_links, rounded
 from bank_marketing.data.schemas import Contacts
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import ModelInputs
+from bank_marketing.orchestration.assets.contacts import raw_source
+from bank_marketing.orchestration.assets.metadata import (
+    mlflow_model_version_url,
+    mlflow_run_links,
+    rounded,
+)
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training import registry
 from bank_marketing.training.candidates import FittedCandidate, fit_candidate
 from bank_marketing.training.families import SIMPLICITY_ORDER

@@ -74,7 +74,7 @@ def run_training(
     after another in this process instead: faster for small windows, where starting a process
     per step costs more than the parallel fits save.
     """
-    from bank_marketing.definitions import training_job_from_env
+    from bank_marketing.orchestration.definitions import training_job_from_env
 
     config = {**QUIET, **(run_config or {})}
     if in_process:

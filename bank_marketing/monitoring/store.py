@@ -198,7 +198,7 @@ def read_monthly_quality(engine: sa.Engine, month: date | None = None) -> pd.Dat
     return _read(engine, monthly_quality, month, "month")
 
 
-# Grafana alerts that reached the webhook (see ``bank_marketing.alerts``).
+# Grafana alerts that reached the webhook (see ``bank_marketing.monitoring.alerts``).
 
 grafana_alerts = sa.Table(
     "grafana_alerts",

@@ -23,13 +23,18 @@ import dagster as dg
 import pandas as pd
 
 from bank_marketing.data.landing import cut_months
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import backfill_contacts, failure_message, run_ingest, run_training
-from bank_marketing.sensors import TRIGGER_TAG
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.runner import (
+    backfill_contacts,
+    failure_message,
+    run_ingest,
+    run_training,
+)
+from bank_marketing.orchestration.sensors import TRIGGER_TAG
 from bank_marketing.serving.rollout import ServeCluster
 from bank_marketing.settings import Settings
 
-WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 LIVE = {TRIGGER_TAG: "live (history)"}
 STOP_TIMEOUT_S = 30
 ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -50,7 +55,7 @@ def live(
     """Run the loop live until interrupted (KeyboardInterrupt ends it cleanly)."""
     if not WORKSPACE.is_file():
         raise LiveError(f"{WORKSPACE} is missing: make live runs from a checkout of the project")
-    from bank_marketing.definitions import build_definitions
+    from bank_marketing.orchestration.definitions import build_definitions
 
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
@@ -165,7 +170,7 @@ def bootstrap(
     the months after it through ``through`` landed for the daemon, so Grafana and the service
     are never empty. Safe to repeat: a champion already there is kept, and a month landed again
     writes the same bytes, which the arrival sensor ignores."""
-    from bank_marketing.definitions import build_definitions
+    from bank_marketing.orchestration.definitions import build_definitions
 
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:

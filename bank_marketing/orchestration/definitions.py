@@ -9,16 +9,16 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from bank_marketing.assets.contacts import RAW_IF_STORED, contacts, raw_contacts
-from bank_marketing.assets.deployment import production_deployment
-from bank_marketing.assets.monitoring import drift_report, predictions
-from bank_marketing.assets.training import (
+from bank_marketing.orchestration.assets.contacts import RAW_IF_STORED, contacts, raw_contacts
+from bank_marketing.orchestration.assets.deployment import production_deployment
+from bank_marketing.orchestration.assets.monitoring import drift_report, predictions
+from bank_marketing.orchestration.assets.training import (
     candidates,
     champion_evaluation,
     champion_model,
     training_set,
 )
-from bank_marketing.resources import (
+from bank_marketing.orchestration.resources import (
     DataSource,
     ModelInputs,
     MonitoringDatabase,
@@ -26,7 +26,7 @@ from bank_marketing.resources import (
     StoredOrNone,
     mlflow_tracking_in_home,
 )
-from bank_marketing.sensors import TRIGGER_TAG, RetrainPolicy, build_sensors
+from bank_marketing.orchestration.sensors import TRIGGER_TAG, RetrainPolicy, build_sensors
 from bank_marketing.settings import Settings
 from bank_marketing.training.tracking import EXPERIMENT_NAME
 

@@ -21,12 +21,12 @@ from mlflow.exceptions import MlflowException
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from bank_marketing.assets.metadata import mlflow_run_links, mlflow_run_url, rounded
 from bank_marketing.monitoring import drift, quality, schemas
 from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
 from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import MonitoringDatabase
+from bank_marketing.orchestration.assets.metadata import mlflow_run_links, mlflow_run_url, rounded
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.serving.model import LoadedModel, load_version
 from bank_marketing.training import registry
 from bank_marketing.training.tracking import MODEL_NAME

@@ -18,8 +18,8 @@ from dagster_mlflow.resources import CONFIG_SCHEMA as dagster_mlflow_config_sche
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
-from bank_marketing import store
 from bank_marketing.data.source import LoadedContacts, load_contacts
+from bank_marketing.monitoring import store
 from bank_marketing.serving.rollout import APP_NAME, Rollout, RolloutError, ServeCluster
 from bank_marketing.training.features import DEFAULT_INPUTS, check_inputs
 from bank_marketing.training.tracking import ensure_experiment

@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
-from bank_marketing.assets.metadata import rounded
-from bank_marketing.assets.training import champion_model
-from bank_marketing.resources import ServingCluster
+from bank_marketing.orchestration.assets.metadata import rounded
+from bank_marketing.orchestration.assets.training import champion_model
+from bank_marketing.orchestration.resources import ServingCluster
 from bank_marketing.training import registry
 from bank_marketing.training.tracking import MODEL_NAME
 

@@ -26,7 +26,6 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from bank_marketing import alerts
 from bank_marketing.data.landing import (
     LandingError,
     landed_files,
@@ -35,8 +34,9 @@ from bank_marketing.data.landing import (
     sha256,
 )
 from bank_marketing.data.source import SourceError
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import DataSource, MonitoringDatabase, env_names
+from bank_marketing.monitoring import alerts
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase, env_names
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 CHAMPION_MODEL = dg.AssetKey("champion_model")

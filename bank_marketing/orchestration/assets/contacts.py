@@ -9,15 +9,15 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
-from bank_marketing.assets.metadata import rounded
 from bank_marketing.data.fields import COLUMNS
 from bank_marketing.data.landing import LandingError, read_landed
 from bank_marketing.data.months import FIRST_MONTH, LAST_MONTH, MonthOrderError, recover_months
 from bank_marketing.data.quality import MonthValidation, validate_month
 from bank_marketing.data.schemas import Contacts
 from bank_marketing.data.source import SourceError
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.resources import DataSource, MonitoringDatabase
+from bank_marketing.orchestration.assets.metadata import rounded
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase
 
 SAMPLE_ROWS = 10
 # The input manager that reads raw_contacts if it was ever stored (resources.StoredOrNone).

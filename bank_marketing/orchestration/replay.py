@@ -22,8 +22,8 @@ from typing import Any
 import dagster as dg
 
 from bank_marketing.data.landing import cut_months
-from bank_marketing.partitions import monthly_partitions
-from bank_marketing.runner import (
+from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.orchestration.runner import (
     QUIET,
     backfill_contacts,
     failure_message,
@@ -31,7 +31,7 @@ from bank_marketing.runner import (
     run_ingest,
     run_training,
 )
-from bank_marketing.sensors import TRIGGER_TAG
+from bank_marketing.orchestration.sensors import TRIGGER_TAG
 
 FIRST_AS_OF = "2008-12-01"
 LANDING_SENSOR = "validate_landed_files"

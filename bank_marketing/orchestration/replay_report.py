@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from bank_marketing.replay import Replay
+from bank_marketing.orchestration.replay import Replay
 from bank_marketing.settings import Settings
 from bank_marketing.training.baselines import mean_score
 
@@ -45,10 +45,10 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     """The first champion frozen, and its family retrained every month, on the same months."""
     from mlflow import MlflowClient
 
-    from bank_marketing.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
     from bank_marketing.data.months import recover_months
     from bank_marketing.data.source import load_contacts
-    from bank_marketing.resources import ModelInputs
+    from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
+    from bank_marketing.orchestration.resources import ModelInputs
     from bank_marketing.serving.model import load_version
     from bank_marketing.training import baselines as month_ahead
     from bank_marketing.training.features import DEFAULT_INPUTS
