@@ -103,3 +103,31 @@ def test_every_job_says_what_started_its_runs() -> None:
     for job in defs.get_repository_def().get_all_jobs():
         if not job.name.startswith("__"):
             assert job.tags.get("bank_marketing/trigger") == "by hand", job.name
+
+
+def test_the_dagster_configs_are_the_training_defaults() -> None:
+    """Each Dagster config wraps its plain model in training/: same fields, same defaults, and
+    the same descriptions in the run configuration schema the UI shows."""
+    from bank_marketing.orchestration.assets.training import (
+        CANDIDATE_CONFIGS,
+        ChampionConfig,
+        TrainingSetConfig,
+    )
+    from bank_marketing.orchestration.resources import ModelInputs
+    from bank_marketing.training import config
+
+    pairs = [
+        (TrainingSetConfig, config.WindowSplit),
+        (ChampionConfig, config.PromotionRule),
+        (ModelInputs, config.Inputs),
+    ]
+    assert CANDIDATE_CONFIGS.keys() == config.FAMILY_PARAMS.keys()
+    pairs += [
+        (CANDIDATE_CONFIGS[family], config.FAMILY_PARAMS[family]) for family in CANDIDATE_CONFIGS
+    ]
+    for wrapper, plain in pairs:
+        assert issubclass(wrapper, plain), wrapper
+        assert wrapper().model_dump() == plain().model_dump(), wrapper
+        fields = wrapper.to_config_schema().as_field().config_type.fields
+        for name, field in plain.model_fields.items():
+            assert fields[name].description == field.description, (wrapper, name)

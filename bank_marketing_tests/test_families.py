@@ -11,10 +11,9 @@ import pytest
 
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, LogisticRegressionConfig
-from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training.baselines import by_month, retrained_every_month
 from bank_marketing.training.candidates import FittedCandidate
+from bank_marketing.training.config import FAMILY_PARAMS, Inputs, LogisticRegressionParams
 from bank_marketing.training.windows import (
     TRAIN,
     VALIDATION,
@@ -38,13 +37,13 @@ def window(months: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return split_window(window, 0.2, 42, "2009-07..2010-06", by="day")
 
 
-@pytest.mark.parametrize("family", list(CANDIDATE_CONFIGS))
+@pytest.mark.parametrize("family", list(FAMILY_PARAMS))
 def test_family_ranks_unseen_days_better_than_chance(family: str, window: pd.DataFrame) -> None:
     # SVC's Platt scaling once fitted its sigmoid on unshuffled folds, i.e. blocks of months
     # with different rates, and came out reversed: validation ROC AUC 0.34 on this window.
-    fitted = CANDIDATE_CONFIGS[family]().fit(
+    fitted = FAMILY_PARAMS[family]().fit(
         family,
-        ModelInputs(),
+        Inputs(),
         window[window["split"] == TRAIN],
         window[window["split"] == VALIDATION],
     )
@@ -56,9 +55,9 @@ def test_the_monthly_baseline_scores_each_month_with_what_came_before(
     months: dict[str, pd.DataFrame],
 ) -> None:
     keys = ["2008-05-01", "2010-02-01", "2010-03-01"]
-    config = LogisticRegressionConfig()
+    config = LogisticRegressionParams()
 
-    def fitting(inputs: ModelInputs) -> Callable[..., FittedCandidate]:
+    def fitting(inputs: Inputs) -> Callable[..., FittedCandidate]:
         return lambda train, validation: config.fit(
             "logistic_regression", inputs, train, validation
         )
@@ -68,7 +67,7 @@ def test_the_monthly_baseline_scores_each_month_with_what_came_before(
     plain = retrained_every_month(
         months,
         keys,
-        fit=fitting(ModelInputs()),
+        fit=fitting(Inputs()),
         on_month=lambda key, score: seen.append(key),
         **arguments,
     )
@@ -76,7 +75,7 @@ def test_the_monthly_baseline_scores_each_month_with_what_came_before(
     assert seen == keys[1:]
     assert all(0.55 < plain[key] < 1 for key in keys[1:])
     derived = retrained_every_month(
-        months, keys, fit=fitting(ModelInputs(day_of_year=True)), **arguments
+        months, keys, fit=fitting(Inputs(day_of_year=True)), **arguments
     )
     assert math.isnan(derived["2008-05-01"])
     assert derived["2010-02-01"] != plain["2010-02-01"]  # one more feature: another model

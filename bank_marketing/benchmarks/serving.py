@@ -55,6 +55,7 @@ from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.model import LoadedModel, ModelState
+from bank_marketing.training.config import FAMILY_PARAMS, Inputs, WindowSplit
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
@@ -121,11 +122,7 @@ class Variant:
 
 def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]:
     """Train the default XGBoost as of 2009-06, register it as champion; (uri, version, window)."""
-    # The training assets hold the defaults; imported here so the Ray child skips Dagster.
-    from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-    from bank_marketing.orchestration.resources import ModelInputs
-
-    defaults = TrainingSetConfig()
+    defaults = WindowSplit()
     as_of = pd.Timestamp(AS_OF)
     by_month = {f"{m:%Y-%m-%d}": g for m, g in frame.groupby("contact_month")}
     window = assemble_window(by_month, as_of, defaults.window_months)
@@ -133,8 +130,8 @@ def register_champion(folder: Path, frame: pd.DataFrame) -> tuple[str, str, str]
     split = split_window(window, defaults.validation_share, defaults.seed, where)
     train = split[split["split"] == TRAIN].drop(columns="split")
     validation = split[split["split"] != TRAIN].drop(columns="split")
-    config = CANDIDATE_CONFIGS["xgboost"]()
-    fitted = config.fit("xgboost", ModelInputs(), train, validation)
+    config = FAMILY_PARAMS["xgboost"]()
+    fitted = config.fit("xgboost", Inputs(), train, validation)
     params = config.fit_arguments()[0]
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

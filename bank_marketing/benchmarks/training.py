@@ -33,8 +33,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from bank_marketing.benchmarks.report import memory_gib, replace_section
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
-from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-from bank_marketing.orchestration.resources import ModelInputs
+from bank_marketing.training.config import FAMILY_PARAMS, Inputs, WindowSplit
 from bank_marketing.training.features import PRE_CALL_INPUTS
 from bank_marketing.training.windows import (
     TRAIN,
@@ -48,29 +47,29 @@ SECTION = "## Training: five families"
 AS_OF = "2009-06-01"
 GOAL = 0.81
 FOLDS = 5
-DEFAULTS = ModelInputs()
-EVERYTHING = ModelInputs(columns=list(PRE_CALL_INPUTS), day_of_year=True)
+DEFAULTS = Inputs()
+EVERYTHING = Inputs(columns=list(PRE_CALL_INPUTS), day_of_year=True)
 
 
 def _fit(
-    family: str, inputs: ModelInputs, train: pd.DataFrame, validation: pd.DataFrame
+    family: str, inputs: Inputs, train: pd.DataFrame, validation: pd.DataFrame
 ) -> tuple[float, float]:
     """Fit seconds and validation ROC AUC of ``family``'s defaults on ``inputs``."""
-    fitted = CANDIDATE_CONFIGS[family]().fit(family, inputs, train, validation)
+    fitted = FAMILY_PARAMS[family]().fit(family, inputs, train, validation)
     return fitted.fit_seconds, fitted.validation_metrics["roc_auc"]
 
 
 def _families(
-    train: pd.DataFrame, validation: pd.DataFrame, inputs: ModelInputs = DEFAULTS
+    train: pd.DataFrame, validation: pd.DataFrame, inputs: Inputs = DEFAULTS
 ) -> dict[str, tuple[float, float]]:
     results = {}
-    for family in CANDIDATE_CONFIGS:
+    for family in FAMILY_PARAMS:
         results[family] = _fit(family, inputs, train, validation)
         print(f"  {family}: {results[family][0]:.1f} s, ROC AUC {results[family][1]:.4f}")
     return results
 
 
-def _cross_validated(frame: pd.DataFrame, family: str, inputs: ModelInputs, seed: int) -> float:
+def _cross_validated(frame: pd.DataFrame, family: str, inputs: Inputs, seed: int) -> float:
     """Mean validation ROC AUC of ``family`` over stratified folds of all contacts."""
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     scores = [
@@ -130,7 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as cache:
         frame = load_contacts(source, Path(cache)).frame
     frame = frame.assign(contact_month=recover_months(frame["month"]))
-    defaults = TrainingSetConfig()
+    defaults = WindowSplit()
     as_of = pd.Timestamp(AS_OF)
     by_month = {f"{m:%Y-%m-%d}": g for m, g in frame.groupby("contact_month")}
     window = assemble_window(by_month, as_of, defaults.window_months)
@@ -181,7 +180,7 @@ def main() -> int:
         "| validation ROC AUC |",
         "|---|---|---|---|---|---|---|",
     ]
-    for family in CANDIDATE_CONFIGS:
+    for family in FAMILY_PARAMS:
         lines.append(
             f"| {family} | {windowed[family][0]:.1f} | {windowed[family][1]:.4f} "
             f"| {random[family][0]:.1f} | {random[family][1]:.4f} "

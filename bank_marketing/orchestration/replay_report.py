@@ -47,21 +47,18 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
 
     from bank_marketing.data.months import recover_months
     from bank_marketing.data.source import load_contacts
-    from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS, TrainingSetConfig
-    from bank_marketing.orchestration.resources import ModelInputs
     from bank_marketing.serving.model import load_version
     from bank_marketing.training import baselines as month_ahead
+    from bank_marketing.training.config import FAMILY_PARAMS, Inputs, WindowSplit
     from bank_marketing.training.features import DEFAULT_INPUTS
 
     contacts = load_contacts(settings.source, settings.cache_dir).frame
     by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
     keys = [f"{m.month}-01" for m in replay.months]
     first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
-    inputs = ModelInputs(
-        columns=list(first.inputs or DEFAULT_INPUTS), day_of_year=first.day_of_year
-    )
-    config = CANDIDATE_CONFIGS[first.family]()
-    window = TrainingSetConfig()
+    inputs = Inputs(columns=list(first.inputs or DEFAULT_INPUTS), day_of_year=first.day_of_year)
+    config = FAMILY_PARAMS[first.family]()
+    window = WindowSplit()
     monthly = month_ahead.retrained_every_month(
         by_month,
         keys,

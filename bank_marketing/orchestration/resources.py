@@ -21,7 +21,7 @@ from pydantic import Field
 from bank_marketing.data.source import LoadedContacts, load_contacts
 from bank_marketing.monitoring import store
 from bank_marketing.serving.rollout import APP_NAME, Rollout, RolloutError, ServeCluster
-from bank_marketing.training.features import DEFAULT_INPUTS, check_inputs
+from bank_marketing.training.config import ENV_DAY_OF_YEAR, ENV_MODEL_INPUTS, Inputs
 from bank_marketing.training.tracking import ensure_experiment
 
 
@@ -138,8 +138,6 @@ class MonitoringDatabase(dg.ConfigurableResource):
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
 
-ENV_MODEL_INPUTS = "BANK_MARKETING_MODEL_INPUTS"
-ENV_DAY_OF_YEAR = "BANK_MARKETING_DAY_OF_YEAR"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -148,21 +146,8 @@ def env_names(env: Mapping[str, str], variable: str) -> list[str]:
     return [name.strip() for name in env.get(variable, "").split(",") if name.strip()]
 
 
-class ModelInputs(dg.ConfigurableResource):
-    """The contact fields every candidate model takes as input (its signature for serving)."""
-
-    columns: list[str] = Field(
-        default=list(DEFAULT_INPUTS),
-        description=f"UCI column names ({ENV_MODEL_INPUTS}, comma-separated); 'duration' and 'y' "
-        "are known only after the call and refused. The default follows the original project.",
-    )
-    day_of_year: bool = Field(
-        default=False,
-        description=f"Also derive the day of the year from month and day inside the model, and "
-        f"the previous contact's (day of the year less pdays) when pdays is a column "
-        f"({ENV_DAY_OF_YEAR}; needs month and day). Helps gradient boosting on a random split of "
-        "all data; on the monthly windows it mostly hurts (BENCHMARKS.md), so it is off.",
-    )
+class ModelInputs(dg.ConfigurableResource, Inputs):
+    """The model inputs as a resource (fields and checks in ``bank_marketing.training.config``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelInputs:
@@ -182,10 +167,6 @@ class ModelInputs(dg.ConfigurableResource):
         except ValueError as error:
             raise ValueError(f"{ENV_MODEL_INPUTS}/{ENV_DAY_OF_YEAR}: {error}") from error
         return inputs
-
-    def checked(self) -> list[str]:
-        check_inputs(self.columns, day_of_year=self.day_of_year)
-        return list(self.columns)
 
 
 # Where `mlflow ui` serves by default.

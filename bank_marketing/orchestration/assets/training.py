@@ -4,7 +4,7 @@ in parallel and tracked in MLflow, the champion chosen by the registry rule, and
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -12,7 +12,6 @@ import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import Field
 
 from bank_marketing.data.schemas import Contacts
 from bank_marketing.orchestration.assets.contacts import raw_source
@@ -24,8 +23,16 @@ from bank_marketing.orchestration.assets.metadata import (
 from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import ModelInputs
 from bank_marketing.training import registry
-from bank_marketing.training.candidates import FittedCandidate, fit_candidate
-from bank_marketing.training.families import SIMPLICITY_ORDER
+from bank_marketing.training.config import (
+    CandidateParams,
+    LogisticRegressionParams,
+    MLPParams,
+    PromotionRule,
+    RandomForestParams,
+    SVCParams,
+    WindowSplit,
+    XGBoostParams,
+)
 from bank_marketing.training.tracking import (
     MODEL_NAME,
     CandidateRecord,
@@ -81,23 +88,8 @@ with warnings.catch_warnings():
     TrainingSetType = pandera_schema_to_dagster_type(TrainingSet)
 
 
-class TrainingSetConfig(dg.Config):
-    window_months: int = Field(
-        default=12, ge=1, le=31, description="Months up to and including the as-of month."
-    )
-    validation_share: float = Field(
-        default=0.2, gt=0.0, lt=1.0, description="Share of the window held out for validation."
-    )
-    seed: int = Field(default=42, description="Seed of the stratified train/validation split.")
-    split_by: Literal["day", "row"] = Field(
-        default="day",
-        description="'day': all calls of one day go to the same side of the split, and each "
-        "month's days are split on their own, so a day is on the same side in every window. "
-        "Calls of a day share a campaign and an outcome rate, so a row split puts near-copies of "
-        "training rows into validation and rewards models that memorize dates (random forest: "
-        "0.93 validation ROC AUC in a window, the worst of five on the month after). 'row': a "
-        "plain stratified row split of the window.",
-    )
+class TrainingSetConfig(dg.Config, WindowSplit):
+    """The round's window and split (defaults in ``bank_marketing.training.config``)."""
 
 
 def _contacts_by_month(
@@ -172,81 +164,28 @@ def training_set(
     )
 
 
-class CandidateConfig(dg.Config):
-    """What every family's configuration has: class weighting and a seed."""
-
-    class_weight: Literal["none", "balanced"] = Field(
-        default="none",
-        description="'balanced' weights classes inversely to their frequency. The default keeps "
-        "probabilities calibrated, which the monitoring compares with subscription rates.",
-    )
-    seed: int = Field(default=42, description="Random seed of the estimator.")
-
-    def fit_arguments(self) -> tuple[dict[str, Any], int, int | None]:
-        """The estimator's hyperparameters, the seed, and the training-row cap (SVC's), apart."""
-        params = self.model_dump()
-        return params, params.pop("seed"), params.pop("max_train_rows", None)
-
-    def fit(
-        self, family: str, inputs: ModelInputs, train: pd.DataFrame, validation: pd.DataFrame
-    ) -> FittedCandidate:
-        """``family`` fitted with this configuration on ``inputs`` as a candidate asset fits it."""
-        params, seed, max_rows = self.fit_arguments()
-        return fit_candidate(
-            family,
-            params,
-            inputs.checked(),
-            train,
-            validation,
-            max_train_rows=max_rows,
-            seed=seed,
-            day_of_year=inputs.day_of_year,
-        )
+class CandidateConfig(dg.Config, CandidateParams):
+    """A family's hyperparameters as run configuration of its candidate asset."""
 
 
-class LogisticRegressionConfig(CandidateConfig):
-    C: float = Field(default=1.0, gt=0, description="Inverse regularization strength.")
-    max_iter: int = Field(default=2000, ge=1, description="Solver iterations at most.")
+class LogisticRegressionConfig(CandidateConfig, LogisticRegressionParams):
+    pass
 
 
-class RandomForestConfig(CandidateConfig):
-    n_estimators: int = Field(default=400, ge=1, description="Number of trees.")
-    max_depth: int | None = Field(default=None, description="Depth limit (None: unlimited).")
-    min_samples_leaf: int = Field(default=3, ge=1, description="Smallest leaf, in rows.")
-    max_features: str = Field(default="sqrt", description="Features tried at each split.")
-    n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
+class RandomForestConfig(CandidateConfig, RandomForestParams):
+    pass
 
 
-class XGBoostConfig(CandidateConfig):
-    # Chosen by 5-fold cross-validation over all contacts and checked on seven monthly windows
-    # (2009-03..2010-09, validation by call day): against 1,000 rounds at 0.03 with leaves of 5 and
-    # 60 % of the columns, better on six windows by 0.01 to 0.03 ROC AUC, equal in cross-validation.
-    n_estimators: int = Field(default=2000, ge=1, description="Boosting rounds.")
-    learning_rate: float = Field(default=0.01, gt=0, description="Shrinkage per round.")
-    max_depth: int = Field(default=5, ge=1, description="Depth of each tree.")
-    min_child_weight: float = Field(default=10.0, ge=0, description="Smallest leaf weight.")
-    subsample: float = Field(default=0.8, gt=0, le=1, description="Rows sampled per tree.")
-    colsample_bytree: float = Field(default=0.5, gt=0, le=1, description="Columns per tree.")
-    reg_lambda: float = Field(default=1.0, ge=0, description="L2 regularization.")
-    n_jobs: int = Field(default=1, description="Threads; keep 1 when candidates run in parallel.")
+class XGBoostConfig(CandidateConfig, XGBoostParams):
+    pass
 
 
-class SVCConfig(CandidateConfig):
-    C: float = Field(default=1.0, gt=0, description="Regularization (RBF kernel).")
-    gamma: str = Field(default="scale", description="Kernel coefficient.")
-    max_train_rows: int = Field(
-        default=6000,
-        ge=100,
-        description="SVC fits in quadratic time: larger windows are subsampled (stratified) to "
-        "this many rows; the cap is logged with the run.",
-    )
+class SVCConfig(CandidateConfig, SVCParams):
+    pass
 
 
-class MLPConfig(CandidateConfig):
-    hidden_layer_sizes: list[int] = Field(default=[64, 32], description="Units per hidden layer.")
-    alpha: float = Field(default=1e-3, ge=0, description="L2 penalty.")
-    learning_rate_init: float = Field(default=1e-3, gt=0, description="Adam's learning rate.")
-    max_iter: int = Field(default=200, ge=1, description="Epochs at most (early stopping on).")
+class MLPConfig(CandidateConfig, MLPParams):
+    pass
 
 
 CANDIDATE_CONFIGS: dict[str, type[CandidateConfig]] = {
@@ -326,31 +265,8 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
 candidates = [_candidate_asset(family, cls) for family, cls in CANDIDATE_CONFIGS.items()]
 
 
-class ChampionConfig(dg.Config):
-    margin: float = Field(
-        default=0.0,
-        ge=0.0,
-        description="The challenger must beat the champion's ROC AUC by more than this, on the "
-        "same validation data, to replace it.",
-    )
-    roc_auc_floor: float = Field(
-        default=0.6,
-        ge=0.0,
-        le=1.0,
-        description="No model below this validation ROC AUC is promoted or passes the check.",
-    )
-    standard_errors: float = Field(
-        default=1.0,
-        ge=0.0,
-        description="The round's challenger is the simplest family (simplicity_order) whose "
-        "validation ROC AUC is within this many standard errors of the best candidate's (the "
-        "one-standard-error rule; the standard error is a bootstrap over the validation's call "
-        "days, logged as validation_roc_auc_standard_error); 0 takes the best.",
-    )
-    simplicity_order: list[str] = Field(
-        default=list(SIMPLICITY_ORDER),
-        description="The families from the simplest to the most flexible, for standard_errors.",
-    )
+class ChampionConfig(dg.Config, PromotionRule):
+    """The promotion rule as run configuration of champion_model."""
 
 
 @dataclass(frozen=True)
