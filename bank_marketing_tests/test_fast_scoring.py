@@ -22,7 +22,8 @@ from sklearn.preprocessing import (
 
 from bank_marketing.data.source import load_contacts
 from bank_marketing.serving.contract import record_model
-from bank_marketing.serving.model import LoadedModel, compile_featurizer, load_version
+from bank_marketing.serving.featurizer import compile_featurizer
+from bank_marketing.serving.model import LoadedModel, load_version
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import (
     DEFAULT_INPUTS,

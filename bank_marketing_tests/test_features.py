@@ -16,7 +16,9 @@ from bank_marketing.training.features import (
     PreviousContactDay,
     build_pipeline,
     check_inputs,
+    day_of_year,
     labels,
+    previous_contact_day,
 )
 
 
@@ -122,6 +124,7 @@ def test_labels_are_one_for_yes_and_zero_for_no() -> None:
 def test_day_of_year_counts_from_the_first_of_january(month: str, day: int, expected: int) -> None:
     frame = pd.DataFrame({"month": [month], "day": [day]})
     assert DayOfYear().fit(frame).transform(frame).tolist() == [[expected]]
+    assert day_of_year(month, day) == expected
 
 
 def test_day_of_year_names_a_month_it_cannot_place() -> None:
@@ -140,6 +143,7 @@ def test_the_previous_contact_day_counts_back_pdays_from_the_call(
 ) -> None:
     frame = pd.DataFrame({"month": [month], "day": [day], "pdays": [pdays]})
     assert PreviousContactDay().fit(frame).transform(frame).tolist() == [[expected]]
+    assert previous_contact_day(month, day, pdays) == expected
 
 
 def test_the_previous_contact_day_names_a_month_it_cannot_place() -> None:

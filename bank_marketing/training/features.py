@@ -7,7 +7,8 @@ at all (not in ``fields.py``) encodes as all zeros instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -32,37 +33,60 @@ DAYS_BEFORE_MONTH: dict[str, int] = dict(
 CALENDAR_INPUTS = ("month", "day")
 
 
-def _day_of_year(frame: pd.DataFrame) -> pd.Series:
-    """The day of the year (1 to 365) of each row's ``month`` name and ``day``."""
-    before = frame["month"].map(DAYS_BEFORE_MONTH)
-    unknown = frame["month"][before.isna()]
-    if len(unknown):
-        raise ValueError(
-            f"month must be one of {list(MONTHS)} to derive the day of the year; got "
-            f"{sorted(set(map(str, unknown)))[:5]}"
-        )
-    return before + pd.to_numeric(frame["day"], errors="raise")
+def day_of_year(month: str, day: int) -> int:
+    """The day of the year (1 to 365) of ``day`` in the month named ``month`` (one of MONTHS).
+
+    Training derives the feature with it row by row and the served model's compiled featurizer
+    record by record, so the two cannot drift apart.
+    """
+    return DAYS_BEFORE_MONTH[month] + day
 
 
-class DayOfYear(TransformerMixin, BaseEstimator):
-    """The day of the year of each call (1 to 365), from its ``month`` name and ``day``."""
-
-    def fit(self, X: pd.DataFrame, y: object = None) -> DayOfYear:
-        self.n_features_in_ = len(CALENDAR_INPUTS)
-        return self
-
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        frame = pd.DataFrame(X, columns=list(CALENDAR_INPUTS))
-        return _day_of_year(frame).to_numpy(dtype=np.float64).reshape(-1, 1)
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        return np.array(["day_of_year"], dtype=object)
+def previous_contact_day(month: str, day: int, pdays: int) -> int:
+    """The day of the year of the contact ``pdays`` days before the call on ``month`` ``day``."""
+    return day_of_year(month, day) - pdays
 
 
 PREVIOUS_CONTACT_INPUTS = (*CALENDAR_INPUTS, "pdays")
 
 
-class PreviousContactDay(TransformerMixin, BaseEstimator):
+class _CalendarFeature(TransformerMixin, BaseEstimator):
+    """One feature, ``derive`` of each row's ``inputs``: the month's name first, then numbers."""
+
+    inputs: tuple[str, ...]
+    feature_name: str
+    derive: Callable[..., int]
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
+        self.n_features_in_ = len(self.inputs)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        frame = pd.DataFrame(X, columns=list(self.inputs))
+        months = frame["month"]
+        unknown = months[~months.isin(DAYS_BEFORE_MONTH)]
+        if len(unknown):
+            raise ValueError(
+                f"month must be one of {list(MONTHS)} to derive the day of the year; got "
+                f"{sorted(set(map(str, unknown)))[:5]}"
+            )
+        numbers = [pd.to_numeric(frame[name], errors="raise").tolist() for name in self.inputs[1:]]
+        derived = list(map(self.derive, months.tolist(), *numbers))
+        return np.array(derived, dtype=np.float64).reshape(-1, 1)
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.array([self.feature_name], dtype=object)
+
+
+class DayOfYear(_CalendarFeature):
+    """The day of the year of each call (1 to 365), from its ``month`` name and ``day``."""
+
+    inputs = CALENDAR_INPUTS
+    feature_name = "day_of_year"
+    derive = staticmethod(day_of_year)
+
+
+class PreviousContactDay(_CalendarFeature):
     """The day of the year of the client's previous contact, counted from the call's year.
 
     ``day of the year - pdays``: below 1 when the previous campaign reached the client in an
@@ -71,17 +95,9 @@ class PreviousContactDay(TransformerMixin, BaseEstimator):
     the call; ``pdays`` itself tells a model which clients those are.
     """
 
-    def fit(self, X: pd.DataFrame, y: object = None) -> PreviousContactDay:
-        self.n_features_in_ = len(PREVIOUS_CONTACT_INPUTS)
-        return self
-
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        frame = pd.DataFrame(X, columns=list(PREVIOUS_CONTACT_INPUTS))
-        previous = _day_of_year(frame) - pd.to_numeric(frame["pdays"], errors="raise")
-        return previous.to_numpy(dtype=np.float64).reshape(-1, 1)
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        return np.array(["previous_contact_day_of_year"], dtype=object)
+    inputs = PREVIOUS_CONTACT_INPUTS
+    feature_name = "previous_contact_day_of_year"
+    derive = staticmethod(previous_contact_day)
 
 
 # Every field known before the call: all but duration (and the label).
