@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from bank_marketing.data.source import load_contacts
-from bank_marketing.serving.app import MAX_BODY_BYTES, MAX_RECORDS, create_app
+from bank_marketing.serving.app import MAX_RECORDS, create_app
+from bank_marketing.serving.http import MAX_BODY_BYTES
 from bank_marketing.serving.model import ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.tracking import MODEL_NAME

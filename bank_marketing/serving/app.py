@@ -7,7 +7,6 @@ a test) decides how the model is loaded and swapped.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,11 +17,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bank_marketing.serving.contract import record_model
+from bank_marketing.serving.http import MAX_BODY_BYTES, problem, read_json
 from bank_marketing.serving.model import LoadedModel, ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
 
 MAX_RECORDS = 1000
-MAX_BODY_BYTES = 1024 * 1024
 THRESHOLD = 0.5
 
 log = logging.getLogger(__name__)
@@ -36,13 +35,6 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     model_version: str
     predictions: list[Prediction]
-
-
-def _problem(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"detail": message}
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(status_code=status, content=body)
 
 
 def _request_body_schema(record_schema: dict[str, Any]) -> dict[str, Any]:
@@ -111,12 +103,12 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _problem(error.status_code, str(error.detail))
+        return problem(error.status_code, str(error.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error while serving a request")
-        return _problem(500, "internal error; the server log has the details")
+        return problem(500, "internal error; the server log has the details")
 
     @app.get("/healthz", summary="200 when a model is loaded, 503 otherwise")
     async def healthz() -> JSONResponse:
@@ -133,7 +125,7 @@ def create_app(
     async def model_info() -> JSONResponse:
         model = state.model
         if model is None:
-            return _problem(503, f"no model is loaded: {state.problem}")
+            return problem(503, f"no model is loaded: {state.problem}")
         return JSONResponse(status_code=200, content=model.describe())
 
     @app.post(
@@ -152,26 +144,19 @@ def create_app(
     async def predict(request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            return _problem(415, f"content type must be application/json, not {content_type!r}")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _problem(413, f"body is {declared} bytes; at most {MAX_BODY_BYTES} are accepted")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return _problem(413, f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _problem(400, f"body is not valid JSON: {error}")
-        records, where, problem = _records_of(body)
-        if problem is not None:
-            return problem
+            return problem(415, f"content type must be application/json, not {content_type!r}")
+        body, refusal = await read_json(request, MAX_BODY_BYTES)
+        if refusal is not None:
+            return refusal
+        records, where, refusal = _records_of(body)
+        if refusal is not None:
+            return refusal
         model = state.model
         if model is None:
-            return _problem(503, f"no model is loaded: {state.problem}")
+            return problem(503, f"no model is loaded: {state.problem}")
         parsed, errors = _validate(Record, records, where)
         if errors:
-            return _problem(422, f"{len(errors)} invalid field(s)", errors)
+            return problem(422, f"{len(errors)} invalid field(s)", errors)
         used, probabilities = await score(parsed)
         return JSONResponse(
             status_code=200,
@@ -195,23 +180,23 @@ def _records_of(body: Any) -> tuple[list[Any], str, JSONResponse | None]:
         records = body["records"]
         extra = sorted(set(body) - {"records"})
         if extra:
-            return [], "", _problem(422, f"unexpected key(s) beside 'records': {extra}")
+            return [], "", problem(422, f"unexpected key(s) beside 'records': {extra}")
         if not isinstance(records, list):
-            return [], "", _problem(422, "'records' must be a list of contact records")
+            return [], "", problem(422, "'records' must be a list of contact records")
         if not records:
-            return [], "", _problem(422, "'records' is empty: send at least one record")
+            return [], "", problem(422, "'records' is empty: send at least one record")
         if len(records) > MAX_RECORDS:
             return (
                 [],
                 "",
-                _problem(
+                problem(
                     413, f"{len(records)} records; at most {MAX_RECORDS} per request are accepted"
                 ),
             )
         return records, "records", None
     if isinstance(body, dict):
         return [body], "", None
-    return [], "", _problem(422, 'body must be a contact record (an object) or {"records": [...]}')
+    return [], "", problem(422, 'body must be a contact record (an object) or {"records": [...]}')
 
 
 def _validate(

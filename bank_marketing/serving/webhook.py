@@ -10,7 +10,6 @@ body and stores each alert once by fingerprint and start time in the monitoring 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -27,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import alerts, store
+from bank_marketing.serving.http import MAX_BODY_BYTES, problem, read_json
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"
 TOKEN_VARIABLE = "BANK_MARKETING_WEBHOOK_TOKEN"
-MAX_BODY_BYTES = 1024 * 1024
 
 # Refusals are answered here, with reasons, rather than by HTTPBearer's own 403.
 BEARER = HTTPBearer(auto_error=False, description=f"The token in {TOKEN_VARIABLE}.")
@@ -130,18 +129,6 @@ class AlertInbox:
         return sa.make_url(self.db_url).render_as_string(hide_password=True)
 
 
-def _problem(
-    status: int,
-    message: str,
-    errors: list[dict[str, Any]] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {"detail": message}
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(status_code=status, content=body, headers=dict(headers or {}))
-
-
 def _notification_schema() -> dict[str, Any]:
     """The body's JSON schema with the alert's schema inlined, so OpenAPI resolves it."""
     schema = GrafanaNotification.model_json_schema(by_alias=True)
@@ -185,7 +172,7 @@ def create_webhook_router(
     ) -> JSONResponse:
         if not token:
             # 401 rather than 503: nothing is wrong with the service, no caller can be trusted.
-            return _problem(
+            return problem(
                 401,
                 f"the webhook is disabled: {TOKEN_VARIABLE} is not set on the server, so no "
                 f"request can be authenticated",
@@ -194,18 +181,14 @@ def create_webhook_router(
         provided = credentials.credentials if credentials is not None else ""
         if not secrets.compare_digest(provided.encode(), token.encode()):
             reason = "wrong bearer token" if credentials else "missing bearer token"
-            return _problem(
+            return problem(
                 401,
                 f"{reason}: send 'Authorization: Bearer <{TOKEN_VARIABLE}>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        raw, too_large = await _read_body(request, max_body_bytes)
-        if too_large:
-            return _problem(413, f"body is over {max_body_bytes} bytes; refused")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _problem(400, f"body is not valid JSON: {error}")
+        body, refusal = await read_json(request, max_body_bytes)
+        if refusal is not None:
+            return refusal
         try:
             notification = GrafanaNotification.model_validate(body)
         except ValidationError as error:
@@ -216,13 +199,13 @@ def create_webhook_router(
                 }
                 for detail in error.errors(include_url=False)
             ]
-            return _problem(422, f"not a Grafana notification: {len(errors)} error(s)", errors)
+            return problem(422, f"not a Grafana notification: {len(errors)} error(s)", errors)
         try:
             stored = await run_in_threadpool(inbox.store, notification)
         except (sa.exc.SQLAlchemyError, alerts.UnsupportedDatabase):
             log.exception("storing a Grafana notification in %s failed", inbox.describe())
             # A 5xx makes Grafana retry the notification later.
-            return _problem(503, "the monitoring database is unavailable; retry later")
+            return problem(503, "the monitoring database is unavailable; retry later")
         if notification.truncated_alerts:
             log.warning(
                 "Grafana left %d alert(s) out of a notification to %s (max_alerts)",
@@ -248,17 +231,3 @@ def webhook_router_from_env(environ: Mapping[str, str] | None = None) -> APIRout
     if token is None:
         log.warning("%s is not set: POST %s refuses every request", TOKEN_VARIABLE, PATH)
     return create_webhook_router(Settings.from_env(env).db_url, token)
-
-
-async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The body, or whether it exceeds ``limit``, without reading past the limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return b"", True
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
-    return b"".join(chunks), False
