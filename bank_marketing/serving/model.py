@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bank_marketing.serving.featurizer import Featurizer, after_preprocess, compile_featurizer
-from bank_marketing.training.registry import CHAMPION_ALIAS
+from bank_marketing.training.registry import CHAMPION_ALIAS, NoChampion, require_champion
 from bank_marketing.training.tracking import MODEL_NAME
 
 
@@ -110,11 +110,6 @@ def load_version(client: MlflowClient, version: str, name: str = MODEL_NAME) -> 
     )
 
 
-def alias_version(client: MlflowClient, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAME) -> str:
-    """The version the alias points at now."""
-    return str(client.get_model_version_by_alias(name, alias).version)
-
-
 class ModelState:
     """The replica's current model, or why there is none. Swaps are atomic for readers."""
 
@@ -127,17 +122,17 @@ class ModelState:
 
     def alias_version(self, alias: str = CHAMPION_ALIAS) -> str:
         """The version ``alias`` points at in the registry now."""
-        return alias_version(self._client, alias)
+        return require_champion(self._client, alias)
 
     def load(self, version: str | None = None, alias: str = CHAMPION_ALIAS) -> LoadedModel | None:
         """Load ``version`` (default: the alias's), keeping the current model if loading fails."""
         with self._lock:
             try:
-                wanted = version or alias_version(self._client, alias)
+                wanted = version or require_champion(self._client, alias)
                 if self.model is not None and self.model.version == wanted:
                     return self.model
                 loaded = load_version(self._client, wanted)
-            except (MlflowException, OSError, ValueError) as error:
+            except (MlflowException, NoChampion, OSError, ValueError) as error:
                 reason = f"cannot load models:/{MODEL_NAME}/{version or '@' + alias}: {error}"
                 self.last_error = reason
                 if self.model is None:

@@ -231,10 +231,14 @@ def evaluate_version(
     return Evaluation(version, metrics, None, compared_metrics["roc_auc"])
 
 
-def champion_version(client: MlflowClient) -> ModelVersion | None:
-    """The version the champion alias points at; None when it is not set."""
+def champion_version(client: MlflowClient, alias: str = CHAMPION_ALIAS) -> ModelVersion | None:
+    """The version the champion alias (or ``alias``) points at; None when it is not set.
+
+    The one lookup of the champion: training, monitoring, deployment and the serving replicas
+    all read it through this function or :func:`require_champion`.
+    """
     try:
-        return client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+        return client.get_model_version_by_alias(MODEL_NAME, alias)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -245,11 +249,12 @@ class NoChampion(LookupError):
     """There is no champion to use: the alias is not set, or the registry cannot be read."""
 
 
-def require_champion(client: MlflowClient) -> str:
-    """The version the champion alias points at; :class:`NoChampion` says why there is none."""
-    where = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS} at {client.tracking_uri}"
+def require_champion(client: MlflowClient, alias: str = CHAMPION_ALIAS) -> str:
+    """The version the champion alias (or ``alias``) points at; :class:`NoChampion` says why
+    there is none."""
+    where = f"models:/{MODEL_NAME}@{alias} at {client.tracking_uri}"
     try:
-        current = champion_version(client)
+        current = champion_version(client, alias)
     except MlflowException as error:
         raise NoChampion(f"cannot read {where}: {error.message}") from error
     if current is None:
