@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bank_marketing.orchestration.console import Console, quiet_console
 from bank_marketing.settings import Settings
 
 # Twelve months as of 2009-06 hold both the 2008 campaigns and the start of the 2009 rise.
@@ -151,28 +152,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
         return 0
     if args.command == "bootstrap":
+        # The compose stack's one-shot service: its library output belongs in `docker logs`.
         return _bootstrap(settings, args)
-    if args.command == "live":
-        return _live(settings, args)
     if args.command == "land":
         return _land(settings, args.month, args.through)
-    if args.command == "run":
-        as_of = None if args.no_train else args.as_of
-        return _run(settings, args.months, as_of, serve=not (args.no_train or args.no_serve))
-    if args.command == "replay":
-        return _replay(settings, args)
-    if args.command == "deploy":
-        _environment(settings)
-        import dagster as dg
+    # The commands that drive Dagster, MLflow and Ray: the terminal shows their progress and
+    # results, and what the libraries log or print goes to a file in the home.
+    with quiet_console(settings.logs_dir, args.command) as console:
+        if args.command == "live":
+            return _live(settings, args, console)
+        if args.command == "run":
+            as_of = None if args.no_train else args.as_of
+            return _run(
+                settings, console, args.months, as_of, serve=not (args.no_train or args.no_serve)
+            )
+        if args.command == "replay":
+            return _replay(settings, args, console)
+        if args.command == "deploy":
+            _environment(settings)
+            import dagster as dg
 
-        from bank_marketing.orchestration.definitions import build_definitions
+            from bank_marketing.orchestration.definitions import build_definitions
 
-        with dg.DagsterInstance.get() as instance:
-            return _deploy(build_definitions(settings), instance, args.version)
+            with dg.DagsterInstance.get() as instance:
+                return _deploy(build_definitions(settings), instance, args.version, console)
     return 2
 
 
-def _live(settings: Settings, args: argparse.Namespace) -> int:
+def _live(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     _environment(settings)
     from bank_marketing.orchestration.live import LiveError, live
     from bank_marketing.orchestration.partitions import monthly_partitions
@@ -180,19 +187,24 @@ def _live(settings: Settings, args: argparse.Namespace) -> int:
     first = f"{args.first_as_of}-01"
     keys = monthly_partitions.get_partition_keys()
     if first not in keys or first == keys[-1] or args.every < 0:
-        print(
-            f"error: --first-as-of {args.first_as_of} must be a month of the data before its "
-            f"last, and --every at least 0",
-            file=sys.stderr,
+        console.error(
+            f"--first-as-of {args.first_as_of} must be a month of the data before its "
+            f"last, and --every at least 0"
         )
         return 2
     try:
-        live(settings, first_as_of=first, every_seconds=args.every, webserver_port=args.port)
+        live(
+            settings,
+            first_as_of=first,
+            every_seconds=args.every,
+            webserver_port=args.port,
+            say=console.say,
+        )
     except LiveError as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.error(str(error))
         return 1
     except KeyboardInterrupt:
-        print("stopped")
+        console.say("stopped")
     return 0
 
 
@@ -261,7 +273,13 @@ def _environment(settings: Settings) -> None:
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
 
 
-def _run(settings: Settings, months: list[str] | None, as_of: str | None, serve: bool) -> int:
+def _run(
+    settings: Settings,
+    console: Console,
+    months: list[str] | None,
+    as_of: str | None,
+    serve: bool,
+) -> int:
     _environment(settings)
 
     import dagster as dg
@@ -276,44 +294,44 @@ def _run(settings: Settings, months: list[str] | None, as_of: str | None, serve:
         wanted = {f"{m}-01" for m in months}
         unknown = sorted(wanted - set(keys))
         if unknown:
-            print(f"error: no such month(s): {', '.join(k[:7] for k in unknown)}", file=sys.stderr)
+            console.error(f"no such month(s): {', '.join(k[:7] for k in unknown)}")
             return 2
         keys = [k for k in keys if k in wanted]
     if as_of is not None and f"{as_of}-01" not in monthly_partitions.get_partition_keys():
-        print(f"error: --as-of {as_of} is not a month of the data", file=sys.stderr)
+        console.error(f"--as-of {as_of} is not a month of the data")
         return 2
 
     with dg.DagsterInstance.get() as instance:
-        print(f"Reading {settings.source} (Dagster instance: {settings.dagster_home})")
+        console.say(f"Reading {settings.source} (Dagster instance: {settings.dagster_home})")
         ingest = run_ingest(defs, instance)
         if not ingest.success:
-            print(f"error: {failure_message(ingest)}", file=sys.stderr)
+            console.error(str(failure_message(ingest)))
             return 1
         rows = ingest.asset_materializations_for_node("raw_contacts")[0].metadata
-        print(
+        console.say(
             f"raw_contacts: {rows['dagster/row_count'].value} rows, sha256 {rows['sha256'].value}"
         )
 
         def progress(outcome):
             state = "ok" if outcome.success else "FAILED"
-            print(f"  contacts {outcome.partition_key[:7]}: {state}", flush=True)
+            console.say(f"  contacts {outcome.partition_key[:7]}: {state}")
 
         outcomes = backfill_contacts(defs, instance, keys, on_month=progress)
-        _print_months(outcomes)
+        _print_months(outcomes, console)
         failed = [o for o in outcomes if not o.success]
         for o in failed:
-            print(f"error: {o.partition_key[:7]}: {o.error}", file=sys.stderr)
+            console.error(f"{o.partition_key[:7]}: {o.error}")
         if failed:
             return 1
         if as_of is None:
             return 0
-        trained = _train(defs, instance, f"{as_of}-01")
+        trained = _train(defs, instance, f"{as_of}-01", console)
         if trained != 0 or not serve:
             return trained
-        return _deploy(defs, instance, None)
+        return _deploy(defs, instance, None, console)
 
 
-def _print_months(outcomes: list) -> None:
+def _print_months(outcomes: list, console: Console) -> None:
     from tabulate import tabulate
 
     table = [
@@ -326,18 +344,18 @@ def _print_months(outcomes: list) -> None:
         )
         for o in outcomes
     ]
-    print(tabulate(table, headers=["month", "rows", "rejected", "subscribed", "status"]))
+    console.say(tabulate(table, headers=["month", "rows", "rejected", "subscribed", "status"]))
     stored = sum(1 for o in outcomes if o.success)
     total = sum(o.rows or 0 for o in outcomes)
-    print(f"{stored} of {len(outcomes)} months stored, {total} contacts.")
+    console.say(f"{stored} of {len(outcomes)} months stored, {total} contacts.")
 
 
-def _train(defs, instance, as_of: str) -> int:
+def _train(defs, instance, as_of: str, console: Console) -> int:
     from tabulate import tabulate
 
     from bank_marketing.orchestration.runner import failure_message, run_evaluation, run_training
 
-    print(f"Training five candidates as of {as_of[:7]} (parallel processes)...", flush=True)
+    console.say(f"Training five candidates as of {as_of[:7]} (parallel processes)...")
     result = run_training(instance, as_of)
     meta = {
         event.asset_key.to_user_string(): {
@@ -360,28 +378,28 @@ def _train(defs, instance, as_of: str) -> int:
     ]
     if candidates:
         headers = ["family", "version", "val ROC AUC", "val PR AUC", "train rows", "fit s"]
-        print(tabulate(candidates, headers=headers))
+        console.say(tabulate(candidates, headers=headers))
     if not result.success:
-        print(f"error: training as of {as_of[:7]}: {failure_message(result)}", file=sys.stderr)
+        console.error(f"training as of {as_of[:7]}: {failure_message(result)}")
         return 1
     champion = meta["champion_model"]
-    print(f"champion: v{champion['champion_version']} ({champion['decision']})")
+    console.say(f"champion: v{champion['champion_version']} ({champion['decision']})")
     evaluation = run_evaluation(defs, instance, as_of)
     if not evaluation.success:
-        print(f"error: test evaluation: {failure_message(evaluation)}", file=sys.stderr)
+        console.error(f"test evaluation: {failure_message(evaluation)}")
         return 1
     test = evaluation.asset_materializations_for_node("champion_evaluation")[0].metadata
     if "skipped" in test:
-        print(f"test evaluation skipped: {test['skipped'].value}")
+        console.say(f"test evaluation skipped: {test['skipped'].value}")
     else:
-        print(
+        console.say(
             f"test on {test['test_month'].value} ({test['rows'].value} contacts): "
             f"ROC AUC {test['test_roc_auc'].value:.4f}, PR AUC {test['test_pr_auc'].value:.4f}"
         )
     return 0
 
 
-def _replay(settings: Settings, args: argparse.Namespace) -> int:
+def _replay(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     _environment(settings)
     import dagster as dg
     from tqdm import tqdm
@@ -393,15 +411,18 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     keys = monthly_partitions.get_partition_keys()
     first, last = f"{args.first_as_of}-01", f"{args.last}-01" if args.last else keys[-1]
     if first not in keys or last not in keys or last <= first:
-        print(
-            f"error: --first-as-of {args.first_as_of} and --last {args.last} must be months of "
-            f"the data, the first before the last",
-            file=sys.stderr,
+        console.error(
+            f"--first-as-of {args.first_as_of} and --last {args.last} must be months of "
+            f"the data, the first before the last"
         )
         return 2
     defs = build_definitions(settings)
-    print(f"Replaying {first[:7]} .. {last[:7]} on {settings.dagster_home} ({settings.source})")
-    bar = tqdm(total=len(month_keys(first, last)), unit="month", dynamic_ncols=True)
+    console.say(
+        f"Replaying {first[:7]} .. {last[:7]} on {settings.dagster_home} ({settings.source})"
+    )
+    bar = tqdm(
+        total=len(month_keys(first, last)), unit="month", dynamic_ncols=True, file=console.err
+    )
     with dg.DagsterInstance.get() as instance:
         try:
             result = replay(
@@ -415,46 +436,46 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             )
         except ReplayError as error:
             bar.close()
-            print(f"error: {error}", file=sys.stderr)
+            console.error(str(error))
             return 1
     bar.close()
-    status = _report(settings, result, baselines=not args.no_baselines)
+    status = _report(settings, result, console, baselines=not args.no_baselines)
     if status != 0 or args.no_serve:
         return status
-    print(
+    console.say(
         f"serving v{result.months[-1].champion_after} at {settings.serve_url} "
         f"(API docs at {settings.serve_url}/docs; stop it with `make stop`)"
     )
-    return _score_example(settings.serve_url)
+    return _score_example(settings.serve_url, console)
 
 
-def _report(settings: Settings, result, *, baselines: bool) -> int:
+def _report(settings: Settings, result, console: Console, *, baselines: bool) -> int:
     from bank_marketing.orchestration import replay_report
 
     if baselines:
-        print("Scoring the baselines (frozen first champion; retrained every month)...", flush=True)
+        console.say("Scoring the baselines (frozen first champion; retrained every month)...")
     scores = replay_report.baselines(settings, result) if baselines else {}
     months = replay_report.frame(result, scores)
-    print(replay_report.table(months))
+    console.say(replay_report.table(months))
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     csv = settings.reports_dir / "replay.csv"
     months.to_csv(csv, index=False)
-    print(f"table: {csv}")
+    console.say(f"table: {csv}")
     if scores:
         png = replay_report.plot(months, scores, settings.reports_dir / "replay_roc_auc.png")
-        print(f"plot: {png}")
-    print(replay_report.summary(result, scores))
+        console.say(f"plot: {png}")
+    console.say(replay_report.summary(result, scores))
     return 0
 
 
-def _deploy(defs, instance, version: str | None) -> int:
+def _deploy(defs, instance, version: str | None, console: Console) -> int:
     from bank_marketing.orchestration.runner import failure_message, run_deployment
 
     target = f"v{version}" if version else "the champion"
-    print(f"Rolling the prediction service over to {target} (Ray Serve)...", flush=True)
+    console.say(f"Rolling the prediction service over to {target} (Ray Serve)...")
     result = run_deployment(defs, instance, version)
     if not result.success:
-        print(f"error: production_deployment: {failure_message(result)}", file=sys.stderr)
+        console.error(f"production_deployment: {failure_message(result)}")
         return 1
     live = {
         key: value.value
@@ -463,15 +484,15 @@ def _deploy(defs, instance, version: str | None) -> int:
         ].metadata.items()
     }
     url = live["serve_url"]
-    print(
+    console.say(
         f"serving v{live['live_version']} ({live['family']}, window {live['training_window']}) "
         f"at {url} on {live['running_replicas']} replicas, switched in "
         f"{live['rollout_seconds']} s; API docs at {url}/docs; stop it with `ray stop`"
     )
-    return _score_example(url)
+    return _score_example(url, console)
 
 
-def _score_example(url: str) -> int:
+def _score_example(url: str, console: Console) -> int:
     """POST the example contact to the service and print its answer."""
     import httpx
 
@@ -480,16 +501,13 @@ def _score_example(url: str) -> int:
     try:
         response = httpx.post(f"{url}/predict", json=EXAMPLE_RECORD, timeout=30)
     except httpx.HTTPError as error:
-        print(f"error: scoring an example contact at {url}/predict: {error}", file=sys.stderr)
+        console.error(f"scoring an example contact at {url}/predict: {error}")
         return 1
     if response.status_code != 200:
-        print(
-            f"error: {url}/predict answered {response.status_code}: {response.text}",
-            file=sys.stderr,
-        )
+        console.error(f"{url}/predict answered {response.status_code}: {response.text}")
         return 1
-    print(f"example contact: {json.dumps(EXAMPLE_RECORD)}")
-    print(f"answer from POST {url}/predict: {response.text}")
+    console.say(f"example contact: {json.dumps(EXAMPLE_RECORD)}")
+    console.say(f"answer from POST {url}/predict: {response.text}")
     return 0
 
 

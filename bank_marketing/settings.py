@@ -109,6 +109,11 @@ class Settings:
         """Drift reports (HTML) and the replay's plot."""
         return self.home / "reports"
 
+    @property
+    def logs_dir(self) -> Path:
+        """The libraries' output of each command, and of the processes ``make live`` starts."""
+        return self.home / "logs"
+
     def prepare(self) -> None:
         """Create the embedded-state folders."""
         for folder in (

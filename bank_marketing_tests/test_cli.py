@@ -1,13 +1,42 @@
-"""The `bank-marketing run` command that `make run` calls."""
+"""The `bank-marketing` command: `run`, `land`, and the quiet console the commands that drive
+the libraries share (results and errors on the terminal, the libraries' output in a log file)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from bank_marketing.cli import main
+
+# Each channel a library talks on, inside quiet_console: a print, MLflow's eprint, a sensor's
+# context logger (its own handler on stderr), a library logger, a warning, a write to file
+# descriptor 2, and a child process, as Dagster's step workers are.
+CHATTY = """
+import logging, os, subprocess, sys, warnings
+from pathlib import Path
+
+import dagster as dg
+from mlflow.utils.logging_utils import eprint
+
+from bank_marketing.orchestration.console import quiet_console
+
+with quiet_console(Path(sys.argv[1]), "chatty") as console:
+    console.say("month table")
+    print("library print")
+    eprint("Created version '1' of model 'bank-marketing'.")
+    dg.build_sensor_context().log.info("sensor chatter")
+    logging.getLogger("evidently").info("library logger")
+    warnings.warn("library warning")
+    os.write(2, b"descriptor chatter\\n")
+    subprocess.run([sys.executable, "-c", "import sys; print('child chatter', file=sys.stderr)"])
+    console.error("a run failed")
+    raise SystemExit(1 if sys.argv[2:] == ["exit"] else int("not a number"))
+"""
 
 
 def test_run_materializes_the_chosen_months_on_the_home_instance(
@@ -68,3 +97,62 @@ def test_land_cuts_months_into_the_landing_location(
     assert f"2 file(s) in {landing}" in out
     assert main(["land", "2011-01"]) == 2
     assert "outside the data's months 2008-05..2010-11" in capsys.readouterr().err
+
+
+def _environ(home: Path, source: Path) -> dict[str, str]:
+    env = {**os.environ, "BANK_MARKETING_HOME": str(home), "BANK_MARKETING_SOURCE": str(source)}
+    env.pop("DAGSTER_HOME", None)
+    env.pop("BANK_MARKETING_DB_URL", None)
+    return env
+
+
+@pytest.mark.parametrize("ending", ["exit", "exception"])
+def test_the_console_shows_the_command_and_the_log_gets_the_libraries(
+    tmp_path: Path, ending: str
+) -> None:
+    logs = tmp_path / "logs"
+    done = subprocess.run(
+        [sys.executable, "-c", CHATTY, str(logs), ending],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    (log,) = logs.glob("chatty-*.log")
+    assert done.stdout == "month table\n", done.stdout
+    assert done.stderr.startswith(f"error: a run failed\nlibrary output: {log}\n"), done.stderr
+    if ending == "exception":
+        # An unexpected error's traceback reaches the terminal, not the log.
+        assert "ValueError: invalid literal for int()" in done.stderr
+    else:
+        assert done.stderr == f"error: a run failed\nlibrary output: {log}\n"
+    text = log.read_text()
+    for chatter in (
+        "library print",
+        "Created version '1' of model 'bank-marketing'.",
+        "sensor chatter",
+        "INFO evidently: library logger",
+        "UserWarning: library warning",
+        "descriptor chatter",
+        "child chatter",
+    ):
+        assert chatter in text
+    assert "month table" not in text and "a run failed" not in text
+
+
+def test_a_failed_run_says_why_on_the_terminal_and_names_its_log(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_marketing.cli", "run", "--no-train"],
+        env=_environ(home, tmp_path / "absent.csv"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {tmp_path / 'absent.csv'}: does not exist"), done.stderr
+    (log,) = (home / "logs").glob("run-*.log")
+    assert done.stderr.endswith(f"\nlibrary output: {log}\n"), done.stderr
+    assert done.stdout.startswith("Reading "), done.stdout
+    assert "does not exist" not in log.read_text()

@@ -63,7 +63,7 @@ def live(
     months = [key[:7] for key in monthly_partitions.get_partition_keys() if key > first_as_of]
     landed = {path.name for path in settings.landing_dir.glob("contacts-*.csv")}
     months = [month for month in months if f"contacts-{month}.csv" not in landed]
-    logs = settings.home / "logs"
+    logs = settings.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         stack.enter_context(ray_head(settings, say))
