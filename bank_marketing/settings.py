@@ -15,6 +15,7 @@ from bank_marketing.data.source import UCI_ARCHIVE_URL
 
 DEFAULT_HOME = ".bank-marketing"
 ENV_SENSOR_INTERVAL = "BANK_MARKETING_SENSOR_INTERVAL_SECONDS"
+ENV_TRAINING_CONFIG = "BANK_MARKETING_TRAINING_CONFIG"
 EMBEDDED_INSTANCE_HEADER = "# Embedded Dagster instance of bank-marketing"
 EMBEDDED_INSTANCE_YAML = f"""\
 {EMBEDDED_INSTANCE_HEADER}: SQLite storage in this folder.
@@ -57,6 +58,8 @@ class Settings:
     ray_auth_token: str | None = None
     webhook_token: str | None = None
     sensor_interval_seconds: int = 30
+    # A YAML file of training defaults (training.config.read_training_config), if any.
+    training_config: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +90,11 @@ class Settings:
             ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
             webhook_token=env.get("BANK_MARKETING_WEBHOOK_TOKEN") or None,
             sensor_interval_seconds=_positive_int(env, ENV_SENSOR_INTERVAL, 30),
+            training_config=(
+                Path(env[ENV_TRAINING_CONFIG]).expanduser().absolute()
+                if env.get(ENV_TRAINING_CONFIG, "").strip()
+                else None
+            ),
         )
 
     @property

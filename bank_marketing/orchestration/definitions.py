@@ -7,6 +7,7 @@ import dagster as dg
 # dagster-mlflow and dagster-pandera are marked beta; this code location uses them on purpose.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from bank_marketing.orchestration.assets.contacts import RAW_IF_STORED, contacts, raw_contacts
@@ -28,6 +29,7 @@ from bank_marketing.orchestration.resources import (
 )
 from bank_marketing.orchestration.sensors import TRIGGER_TAG, RetrainPolicy, build_sensors
 from bank_marketing.settings import Settings
+from bank_marketing.training.config import read_training_config
 from bank_marketing.training.tracking import EXPERIMENT_NAME
 
 # Candidates are CPU-bound: two processes at a time fill this project's 2-core machines; raise
@@ -53,18 +55,40 @@ contacts_job = dg.define_asset_job(
     tags=BY_HAND,
 )
 training_selection = dg.AssetSelection.assets(training_set, *candidates, champion_model)
+
+
+def training_defaults(settings: Settings) -> dict:
+    """The run configuration every training round starts from: the file of training defaults
+    (``BANK_MARKETING_TRAINING_CONFIG``), checked, or nothing."""
+    if settings.training_config is None:
+        return {}
+    overrides = read_training_config(settings.training_config)
+    return {"ops": {asset: {"config": values} for asset, values in overrides.items()}}
+
+
+def _training_job(defaults: dict) -> UnresolvedAssetJobDefinition:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.define_asset_job(
+            "training_job",
+            selection=training_selection,
+            description="Train the five candidates as of a month, in parallel, and promote a "
+            "champion.",
+            # The file of training defaults, for runs launched without run config of their own
+            # (the sensors', the UI's launchpad starts from it too).
+            config=defaults or None,
+            executor_def=dg.multiprocess_executor.configured(
+                {"max_concurrent": TRAINING_CONCURRENCY}
+            ),
+            # The stack's run queue (dagster.yaml) runs one training round at a time by this
+            # tag: two rounds promoting at once would each compare with the same champion.
+            tags={**BY_HAND, JOB_TAG: "training"},
+            hooks={end_mlflow_on_run_finished},
+        )
+
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
-    training_job = dg.define_asset_job(
-        "training_job",
-        selection=training_selection,
-        description="Train the five candidates as of a month, in parallel, and promote a champion.",
-        executor_def=dg.multiprocess_executor.configured({"max_concurrent": TRAINING_CONCURRENCY}),
-        # The stack's run queue (dagster.yaml) runs one training round at a time by this tag:
-        # two rounds promoting at once would each compare with the same champion.
-        tags={**BY_HAND, JOB_TAG: "training"},
-        hooks={end_mlflow_on_run_finished},
-    )
     evaluation_job = dg.define_asset_job(
         "evaluation_job",
         selection=dg.AssetSelection.assets(champion_evaluation),
@@ -117,7 +141,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=[
             ingest_job,
             contacts_job,
-            training_job,
+            _training_job(training_defaults(settings)),
             evaluation_job,
             deployment_job,
             monitoring_job,

@@ -6,7 +6,7 @@ them, their partitions and their checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,13 +70,15 @@ def run_training(
     """Run ``training_job`` as of a partition key, its candidates in parallel processes.
 
     Each process rebuilds the definitions from the environment, so the settings must be in
-    ``os.environ`` (the command and the tests set them there). ``in_process`` runs the steps one
-    after another in this process instead: faster for small windows, where starting a process
-    per step costs more than the parallel fits save.
+    ``os.environ`` (the command and the tests set them there). ``run_config`` changes the file of
+    training defaults' parameters one by one, as a run launched from the UI would. ``in_process``
+    runs the steps one after another in this process instead: faster for small windows, where
+    starting a process per step costs more than the parallel fits save.
     """
-    from bank_marketing.orchestration.definitions import training_job_from_env
+    from bank_marketing.orchestration.definitions import training_defaults, training_job_from_env
+    from bank_marketing.settings import Settings
 
-    config = {**QUIET, **(run_config or {})}
+    config = merged(QUIET, training_defaults(Settings.from_env()), run_config or {})
     if in_process:
         return training_job_from_env().execute_in_process(
             instance=instance,
@@ -92,6 +94,18 @@ def run_training(
         tags={**(tags or {}), "dagster/partition": as_of},
     ) as result:
         return result
+
+
+def merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
+    """Run configurations merged key by key, nested ones too; a later one wins a value."""
+    result: dict[str, Any] = {}
+    for config in configs:
+        for key, value in config.items():
+            if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+                result[key] = merged(result[key], value)
+            else:
+                result[key] = value
+    return result
 
 
 def run_evaluation(

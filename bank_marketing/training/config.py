@@ -1,5 +1,5 @@
 """The training defaults as plain typed models: the model inputs, the window and its split, each
-family's hyperparameters, and the promotion rule.
+family's hyperparameters, and the promotion rule; and a file that changes them for every round.
 
 They are the one place these defaults live. The Dagster configs and resources in
 ``bank_marketing.orchestration`` wrap them (so the Dagster UI documents the same fields), and the
@@ -8,10 +8,12 @@ benchmarks, the replay's baselines and the tests read them here without Dagster.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, Field
+import yaml
+from pydantic import BaseModel, Field, ValidationError
 
 from bank_marketing.training.candidates import FittedCandidate, fit_candidate
 from bank_marketing.training.families import SIMPLICITY_ORDER
@@ -175,3 +177,59 @@ class PromotionRule(BaseModel):
         default=list(SIMPLICITY_ORDER),
         description="The families from the simplest to the most flexible, for standard_errors.",
     )
+
+
+# What each training asset's parameters are, by asset name, for a file of training defaults.
+ASSET_PARAMS: dict[str, type[BaseModel]] = {
+    "training_set": WindowSplit,
+    **{f"{family}_candidate": params for family, params in FAMILY_PARAMS.items()},
+    "champion_model": PromotionRule,
+}
+
+
+class TrainingConfigError(ValueError):
+    """A file of training defaults that cannot be used; the message names the file and the key."""
+
+
+def read_training_config(path: Path) -> dict[str, dict[str, Any]]:
+    """The parameters a YAML file of training defaults sets, by asset, each checked.
+
+    The file maps training assets to the parameters that differ from the defaults above, e.g.
+    ``xgboost_candidate: {n_estimators: 300}``; every round starts from it (the ones sensors
+    launch included), and a run's own configuration still overrides it.
+    """
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise TrainingConfigError(f"training config {path}: cannot be read: {error}") from error
+    if not isinstance(loaded, dict):
+        raise TrainingConfigError(
+            f"training config {path}: expected a mapping of training assets to parameters, "
+            f"got {type(loaded).__name__}"
+        )
+    checked: dict[str, dict[str, Any]] = {}
+    for asset, values in loaded.items():
+        model = ASSET_PARAMS.get(asset)
+        if model is None:
+            raise TrainingConfigError(
+                f"training config {path}: {asset!r} is not a training asset; expected one of "
+                f"{sorted(ASSET_PARAMS)}"
+            )
+        values = values or {}
+        if not isinstance(values, dict):
+            raise TrainingConfigError(f"training config {path}: {asset} must map parameters")
+        unknown = sorted(set(values) - set(model.model_fields))
+        if unknown:
+            raise TrainingConfigError(
+                f"training config {path}: {asset} has no parameter {', '.join(unknown)}; "
+                f"its parameters are {sorted(model.model_fields)}"
+            )
+        try:
+            model.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise TrainingConfigError(f"training config {path}: {asset}: {problems}") from error
+        checked[asset] = dict(values)
+    return checked
