@@ -19,6 +19,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.dataset import Dataset
 from mlflow.models import infer_signature
 
 from bank_marketing.data.fields import LABEL
@@ -93,8 +94,9 @@ def log_candidate(
 ) -> CandidateRecord:
     """Log ``fitted`` as a nested run of the active run and register it as a model version.
 
-    Besides the metrics of both splits, the run logs ``validation_roc_auc_standard_error``: the
-    standard error of the validation ROC AUC by a bootstrap over the validation's call days.
+    The logged model takes the run's params (``log_model`` copies them) and each split's metrics,
+    tied to the split's dataset. Besides those metrics comes ``validation_roc_auc_standard_error``:
+    the standard error of the validation ROC AUC by a bootstrap over the validation's call days.
     """
     if mlflow.active_run() is None:
         raise RuntimeError("log_candidate needs an active MLflow run to nest the candidate under")
@@ -123,22 +125,17 @@ def log_candidate(
                 "validation_rows": len(validation),
             }
         )
-        mlflow.log_metrics(
-            {
-                **{f"train_{k}": v for k, v in fitted.train_metrics.items()},
-                **{f"validation_{k}": v for k, v in fitted.validation_metrics.items()},
-                "validation_roc_auc_standard_error": standard_error,
-                "fit_seconds": fitted.fit_seconds,
-            }
-        )
-        for frame, context in ((train, "training"), (validation, "validation")):
-            dataset = mlflow.data.from_pandas(
+        datasets = {
+            context: mlflow.data.from_pandas(
                 frame,
                 source=data_source,
                 targets=LABEL,
                 name=f"{context} {tags.get('window', '')}".strip(),
                 digest=frame_digest(frame),
             )
+            for frame, context in ((train, "training"), (validation, "validation"))
+        }
+        for context, dataset in datasets.items():
             mlflow.log_input(dataset, context=context)
         _log_reference(validation)
         example = validation[list(inputs)].head(INPUT_EXAMPLE_ROWS)
@@ -153,6 +150,7 @@ def log_candidate(
             registered_model_name=MODEL_NAME,
             pip_requirements=pip_requirements(),
         )
+        _log_model_metrics(fitted, info.model_id, datasets, standard_error)
     return CandidateRecord(
         family=fitted.family,
         run_id=run.info.run_id,
@@ -163,6 +161,37 @@ def log_candidate(
         fit_seconds=fitted.fit_seconds,
         validation_roc_auc_standard_error=standard_error,
     )
+
+
+def _log_model_metrics(
+    fitted: FittedCandidate,
+    model_id: str,
+    datasets: Mapping[str, Dataset],
+    standard_error: float,
+) -> None:
+    """Each split's metrics against the logged model and the dataset they were computed on.
+
+    That is where MLflow 3 shows a model's metrics, with their datasets: on the logged model's
+    page, which the registered version's page links to as its source model. They follow
+    ``log_model`` because the model's id exists only then, and metrics already on the run when it
+    runs would be copied to the model without their datasets. The same calls record them on the
+    active run under the same prefixed keys, where serving's ``GET /model`` and comparisons
+    across runs read them.
+    """
+    mlflow.log_metrics(
+        {f"train_{k}": v for k, v in fitted.train_metrics.items()},
+        model_id=model_id,
+        dataset=datasets["training"],
+    )
+    mlflow.log_metrics(
+        {
+            **{f"validation_{k}": v for k, v in fitted.validation_metrics.items()},
+            "validation_roc_auc_standard_error": standard_error,
+        },
+        model_id=model_id,
+        dataset=datasets["validation"],
+    )
+    mlflow.log_metric("fit_seconds", fitted.fit_seconds, model_id=model_id)
 
 
 def _log_reference(validation: pd.DataFrame) -> None:
