@@ -7,8 +7,8 @@ metrics fail on those. Per-column methods are Evidently's defaults, chosen by co
 sample size; the prediction's method is set (see ``PREDICTION_DRIFT_METHOD``).
 
 Evidently is imported where a report is built, not with this module: importing it takes several
-seconds, and every Dagster step process loads the whole code location, including the training
-steps that never measure drift.
+seconds (BENCHMARKS.md, the replay notes), and every Dagster step process loads the whole code
+location, including the training steps that never measure drift.
 """
 
 from __future__ import annotations

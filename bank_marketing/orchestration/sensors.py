@@ -80,9 +80,9 @@ class RetrainPolicy(dg.ConfigurableResource):
         le=1.0,
         description="Retrain when the share of drifted input columns is above this "
         f"({ENV_DRIFTED_SHARE}); 1.0, the default, never fires. On this data the share is "
-        "high in nearly every month (median 0.91 over 2009-2010 against a 12-month reference): "
-        "the calendar inputs and the campaign history move every month, so a share threshold "
-        "would retrain every month; prediction drift is the signal that separates months.",
+        "high in nearly every month (BENCHMARKS.md, the replay notes): the calendar inputs "
+        "and the campaign history move every month, so a share threshold would retrain every "
+        "month; prediction drift is the signal that separates months.",
     )
     cooldown_months: int = Field(
         default=2,
@@ -91,8 +91,8 @@ class RetrainPolicy(dg.ConfigurableResource):
         "or done, by any sensor or by hand) is as of a month fewer than this many months "
         f"before M, or later ({ENV_COOLDOWN_MONTHS}). 2, the default: no retrain in the month "
         "right after one, so a model is judged on at least one month before it is replaced "
-        "(prediction drift is above 0.1 in almost every month of 2009-2010); 1: at most one "
-        "retrain per month; 0: no cooldown.",
+        "(prediction drift is above the default threshold in almost every month of 2009-2010: "
+        "BENCHMARKS.md, the replay); 1: at most one retrain per month; 0: no cooldown.",
     )
     alert_names: list[str] = Field(
         default_factory=list,

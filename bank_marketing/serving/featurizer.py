@@ -1,13 +1,14 @@
 """The compiled featurizer: a fitted preprocessing step as plain lookups over validated records.
 
 Scoring a few records through the whole sklearn pipeline costs milliseconds of pandas and
-ColumnTransformer bookkeeping per call, several times the model itself. So a loaded model also
-carries a :class:`Featurizer` compiled from the fitted ColumnTransformer: plain column lookups that
-build the same feature matrix from validated records, which goes straight to the pipeline's
-remaining steps. It is used only for pipelines whose every part it recognises, only after it
-reproduced the pipeline exactly on probe records at load time, and only for records whose every
-value it recognises; anything else is scored by the plain pipeline. The derived calendar features
-come from the same functions training uses, ``day_of_year`` and ``previous_contact_day``.
+ColumnTransformer bookkeeping per call, several times the model itself (BENCHMARKS.md, "Serving").
+So a loaded model also carries a :class:`Featurizer` compiled from the fitted ColumnTransformer:
+plain column lookups that build the same feature matrix from validated records, which goes straight
+to the pipeline's remaining steps. It is used only for pipelines whose every part it recognises,
+only after it reproduced the pipeline exactly on probe records at load time, and only for records
+whose every value it recognises; anything else is scored by the plain pipeline. The derived
+calendar features come from the same functions training uses, ``day_of_year`` and
+``previous_contact_day``.
 """
 
 from __future__ import annotations

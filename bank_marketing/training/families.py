@@ -90,7 +90,8 @@ def svc(C: float, gamma: str | float, class_weight: str, seed: int, **_: Any) ->
     # Platt scaling on out-of-fold decision values: scikit-learn's replacement for
     # SVC(probability=True), which 1.9 deprecates. The folds are shuffled: a window's rows are in
     # time order, and unshuffled folds are blocks of months whose subscription rates differ, so
-    # the sigmoid fitted across them can come out reversed (ROC AUC 0.2 as of 2010-06).
+    # the sigmoid fitted across them can come out reversed (ROC AUC below 0.5 as of 2010-06:
+    # BENCHMARKS.md, the replay notes).
     return CalibratedClassifierCV(
         SVC(C=C, kernel="rbf", gamma=gamma, class_weight=_weights(class_weight), random_state=seed),
         method="sigmoid",

@@ -59,9 +59,9 @@ def roc_auc_standard_error(
     error is the spread of the ROC AUC over the resamples. A round's validation rows are grouped
     by call day: calls of one day share a campaign and an outcome rate, so they are not
     independent draws, and a formula that counts each row as one (Hanley and McNeil's)
-    understates the noise by a factor of 1.3 to 3 on this data's windows. With one group per row,
-    or when there is only one group, this is the ordinary bootstrap over rows. Resamples holding
-    one label are left out. Seeded: the same inputs give the same standard error.
+    understates the noise on this data's windows (BENCHMARKS.md, the replay notes). With one
+    group per row, or when there is only one group, this is the ordinary bootstrap over rows.
+    Resamples holding one label are left out. Seeded: the same inputs give the same standard error.
     """
     positive = np.asarray(y_true) == 1
     probability = np.asarray(probability, dtype=np.float64)
@@ -80,7 +80,8 @@ def roc_auc_standard_error(
 
     def resampled_roc_auc(picked: np.ndarray) -> float:
         # Mann-Whitney's U over the product of the label counts: roc_auc_score's value (ties
-        # count half) at a fifth of its cost, which matters over a thousand resamples.
+        # count half) at a fraction of its cost (BENCHMARKS.md, the replay notes), which
+        # matters over a thousand resamples.
         rows = np.concatenate([rows_of[group] for group in picked])
         positives = int(positive[rows].sum())
         negatives = len(rows) - positives

@@ -11,9 +11,9 @@ way it goes.
 Why the simplest within the noise rather than the best: a window's validation rows are drawn
 from the months the candidates trained on, and the flexible families (trees, MLP) learn those
 months' campaigns, which do not come back. Their lead inside a window is usually smaller than the
-standard error of the measure (0.023 to 0.045 ROC AUC on the replay's windows, by a bootstrap
-over the validation's call days: see ``metrics.roc_auc_standard_error``), and on the month after
-the window logistic regression is ahead of them by about 0.02 (BENCHMARKS.md, the replay notes).
+standard error of the measure (a bootstrap over the validation's call days: see
+``metrics.roc_auc_standard_error``), and on the month after the window logistic regression is
+usually ahead of them (BENCHMARKS.md, the replay notes).
 
 Which validation rows the two are compared on matters: the champion was trained on an earlier
 window that overlaps this round's. The days validated on in the overlap were held out from it too

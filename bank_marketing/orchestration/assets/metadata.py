@@ -13,7 +13,8 @@ from urllib.parse import quote
 import dagster as dg
 
 # Scores, shares, rates, probabilities and drift statistics: the sensors' thresholds (0.1 for
-# prediction drift) and the benchmarks' differences (0.01 ROC AUC) are far above 1e-4.
+# prediction drift) and the ROC AUC differences the benchmarks compare (BENCHMARKS.md) are far
+# above 1e-4.
 DIGITS = 4
 SECONDS_DIGITS = 2
 # The most a score in the metadata differs from the number MLflow and the database keep.
