@@ -45,7 +45,8 @@ SKOPS_TRUSTED_TYPES = [
 REFERENCE_ARTIFACT = "reference/validation.parquet"
 INPUT_EXAMPLE_ROWS = 5
 # What loading a logged pipeline needs, pinned to this environment's versions. Stated rather than
-# inferred: MLflow's inference loads the model in a subprocess, about 7 s per logged candidate.
+# inferred: MLflow's inference loads the model in a subprocess for every logged candidate,
+# which costs seconds a candidate (BENCHMARKS.md, the replay notes).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy")
 
 
