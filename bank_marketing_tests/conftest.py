@@ -52,13 +52,20 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+# Small candidates for every training round of the session (the daemon's and the replay's
+# included): the plumbing is what those tests check. test_training's quality round unsets it.
+QUICK_TRAINING = REPO / "bank_marketing_tests" / "quick_training.yaml"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _mlflow_outside_the_work_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """MLflow falls back to ./mlflow.db when no URI is set: keep any such use in a temp folder."""
+def _session_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """MLflow falls back to ./mlflow.db when no URI is set: keep any such use in a temp folder.
+    Training rounds start from the quick training defaults."""
     default = tmp_path_factory.mktemp("mlflow-default") / "mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{default}")
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        patch.setenv("BANK_MARKETING_TRAINING_CONFIG", str(QUICK_TRAINING))
         yield
 
 
@@ -104,6 +111,9 @@ def bank_full_bytes(bank_full_path: Path) -> bytes:
 
 def make_settings(home: Path, source: Path | str, **extra: str) -> Settings:
     env = {"BANK_MARKETING_HOME": str(home), "BANK_MARKETING_SOURCE": str(source), **extra}
+    # The session's training defaults, as the environment has them for this test.
+    if training := os.environ.get("BANK_MARKETING_TRAINING_CONFIG"):
+        env.setdefault("BANK_MARKETING_TRAINING_CONFIG", training)
     settings = Settings.from_env(env)
     settings.prepare()
     return settings

@@ -1,7 +1,10 @@
 """The training graph against MLflow on real backend stores (SQLite, and PostgreSQL via psycopg2).
 
-One module-scoped round per backend: ingest the months, train the five candidates in parallel
-processes as of 2009-06, then read everything back from MLflow and the registry.
+One module-scoped round per backend: ingest the months, train the five (quick) candidates as of
+2009-06, in parallel processes on SQLite and in this process on PostgreSQL, then read everything
+back from MLflow and the registry. Tests that add rounds read only what their round added, and
+run on one backend (what they check does not depend on it); the one that breaks the champion has
+a home of its own.
 """
 
 from __future__ import annotations
@@ -24,16 +27,18 @@ from mlflow import MlflowClient
 
 from bank_marketing.orchestration.assets.metadata import ROUNDING_ERROR
 from bank_marketing.orchestration.assets.training import CANDIDATE_CONFIGS
-from bank_marketing.orchestration.definitions import build_definitions
+from bank_marketing.orchestration.definitions import build_definitions, training_defaults
 from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.runner import (
     backfill_contacts,
     failure_message,
+    merged,
     run_evaluation,
     run_ingest,
     run_training,
 )
 from bank_marketing.settings import Settings
+from bank_marketing.training.config import LogisticRegressionParams
 from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.features import PRE_CALL_INPUTS, labels
 from bank_marketing.training.metrics import METRIC_NAMES, roc_auc_standard_error
@@ -114,7 +119,9 @@ def trained(
             with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
                 assert run_ingest(defs, instance).success
                 assert all(o.success for o in backfill_contacts(defs, instance, MONTHS))
-                result = run_training(instance, AS_OF)
+                # The SQLite round runs its candidates in parallel processes, as the daemon and
+                # `bank-marketing run` do; the PostgreSQL round one after another in this process.
+                result = run_training(instance, AS_OF, in_process=backend == "postgresql")
                 mlflow.set_tracking_uri(tracking_uri)
                 yield Round(settings, instance, defs, result, MlflowClient(tracking_uri), backend)
     finally:
@@ -132,10 +139,13 @@ def _candidate_runs(round_: Round) -> dict[str, mlflow.entities.Run]:
 
 
 def _versions(round_: Round) -> list:
-    return round_.client.search_model_versions(f"name = '{MODEL_NAME}'")
+    """The versions this round's candidates registered (later rounds add their own)."""
+    runs = {run.info.run_id for run in _candidate_runs(round_).values()}
+    versions = round_.client.search_model_versions(f"name = '{MODEL_NAME}'")
+    return [version for version in versions if version.run_id in runs]
 
 
-def test_five_candidates_train_in_parallel_into_their_own_runs(trained: Round) -> None:
+def test_five_candidates_train_into_their_own_runs(trained: Round) -> None:
     assert trained.result.success, failure_message(trained.result)
     runs = _candidate_runs(trained)
     assert set(runs) == set(CANDIDATE_CONFIGS)
@@ -176,9 +186,38 @@ def test_five_candidates_train_in_parallel_into_their_own_runs(trained: Round) -
     assert runs["svc"].data.params["train_rows_capped"] == "True"
     assert runs["xgboost"].data.params["train_rows_capped"] == "False"
 
-    spans = sorted((r.info.start_time, r.info.end_time) for r in runs.values())
-    overlapping = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
-    assert overlapping, "candidate runs never overlapped in time: they did not run in parallel"
+
+@pytest.mark.parametrize("trained", ["sqlite"], indirect=True)
+def test_the_candidates_train_in_parallel_processes(trained: Round) -> None:
+    """Their steps ran in processes of their own at the same time: their spans overlap."""
+    spans = _step_spans(trained.instance, trained.result.run_id)
+    candidates = sorted(span for step, span in spans.items() if step.endswith("_candidate"))
+    assert len(candidates) == 5
+    overlapping = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(candidates))
+    assert overlapping, f"candidate steps never overlapped in time: {spans}"
+
+
+def test_the_file_of_training_defaults_reaches_every_candidate_process(trained: Round) -> None:
+    """The round starts from the session's quick file (BANK_MARKETING_TRAINING_CONFIG), read again
+    in each candidate's own process (the SQLite round's); the quick candidates still learn. The
+    full-size defaults' quality is test_families' check."""
+    runs = _candidate_runs(trained)
+    xgboost = runs["xgboost"].data.params
+    assert (xgboost["n_estimators"], xgboost["learning_rate"]) == ("100", "0.1")
+    assert runs["svc"].data.params["max_train_rows"] == "1500"
+    assert runs["logistic_regression"].data.params["C"] == str(LogisticRegressionParams().C)
+    auc = {family: run.data.metrics["validation_roc_auc"] for family, run in runs.items()}
+    assert min(auc.values()) > 0.55, auc
+
+
+def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """When each step of a run started and ended, from the run's event log."""
+    starts = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    ends = {
+        entry.step_key: entry.timestamp
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    }
+    return {entry.step_key: (entry.timestamp, ends[entry.step_key]) for entry in starts}
 
 
 def test_registry_holds_five_versions_three_staging_and_one_champion(trained: Round) -> None:
@@ -261,14 +300,39 @@ def test_champion_is_scored_on_the_month_after_its_window(trained: Round) -> Non
 def _round_in_process(
     round_: Round, as_of: str, margin: float = 0.0, model_inputs: dict | None = None
 ) -> dg.ExecuteInProcessResult:
-    run_config: dict = {"ops": {"champion_model": {"config": {"margin": margin}}}}
-    if model_inputs is not None:
-        run_config["resources"] = {"model_inputs": {"config": model_inputs}}
-    return round_.defs.resolve_job_def("training_job").execute_in_process(
-        instance=round_.instance, partition_key=as_of, run_config=run_config, raise_on_error=False
+    return _train_in_process(
+        round_.defs, round_.instance, round_.settings, as_of, margin, model_inputs
     )
 
 
+def _train_in_process(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    as_of: str,
+    margin: float = 0.0,
+    model_inputs: dict | None = None,
+    window_months: int = 12,
+) -> dg.ExecuteInProcessResult:
+    """A training round in this process, from the home's training defaults (as a run launched
+    with its own run config starts from them)."""
+    run_config: dict = merged(
+        training_defaults(settings),
+        {
+            "ops": {
+                "champion_model": {"config": {"margin": margin}},
+                "training_set": {"config": {"window_months": window_months}},
+            }
+        },
+    )
+    if model_inputs is not None:
+        run_config["resources"] = {"model_inputs": {"config": model_inputs}}
+    return defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, partition_key=as_of, run_config=run_config, raise_on_error=False
+    )
+
+
+@pytest.mark.parametrize("trained", ["postgresql"], indirect=True)
 def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained: Round) -> None:
     before = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     # This round's candidates take every input known before the call and the day of the year,
@@ -308,8 +372,12 @@ def test_a_challenger_that_does_not_beat_the_champion_leaves_it_in_place(trained
     assert float(challenger.tags["promotion_challenger_roc_auc"]) > 0.5
 
 
+@pytest.mark.parametrize("trained", ["sqlite"], indirect=True)
 def test_an_empty_window_trains_nothing_and_says_why(trained: Round) -> None:
-    count = len(_versions(trained))
+    def count() -> int:
+        return len(trained.client.search_model_versions(f"name = '{MODEL_NAME}'"))
+
+    before = count()
     champion = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version
     result = trained.defs.resolve_job_def("training_job").execute_in_process(
         instance=trained.instance,
@@ -321,21 +389,42 @@ def test_an_empty_window_trains_nothing_and_says_why(trained: Round) -> None:
     assert (
         failure_message(result) == "training window 2008-09..2008-09 (1 month(s)) has no contacts"
     )
-    assert len(_versions(trained)) == count
+    assert count() == before
     assert trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version == champion
 
 
-def test_a_champion_whose_artifact_has_gone_stays_and_the_round_fails(trained: Round) -> None:
-    champion = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
-    run = trained.client.get_run(champion.run_id)
+@pytest.fixture
+def own_round(
+    bank_full_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Round]:
+    """A home of its own with one quick round as of 2008-06 (two months), for a test that breaks
+    its champion."""
+    home = tmp_path / "home"
+    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    settings = make_settings(home, bank_full_path, MLFLOW_TRACKING_URI=tracking_uri)
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert run_ingest(defs, instance).success
+        assert all(o.success for o in backfill_contacts(defs, instance, MONTHS[:2]))
+        result = _train_in_process(defs, instance, settings, MONTHS[1], window_months=2)
+        assert result.success, failure_message(result)
+        yield Round(settings, instance, defs, result, MlflowClient(tracking_uri), "sqlite")
+
+
+def test_a_champion_whose_artifact_has_gone_stays_and_the_round_fails(own_round: Round) -> None:
+    champion = own_round.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    run = own_round.client.get_run(champion.run_id)
     folder = Path(run.info.artifact_uri.removeprefix("file://"))
     shutil.rmtree(folder.parent.parent / "models", ignore_errors=True)
     shutil.rmtree(folder)
-    result = _round_in_process(trained, AS_OF)
+    result = _train_in_process(
+        own_round.defs, own_round.instance, own_round.settings, MONTHS[1], window_months=2
+    )
     assert not result.success
     message = failure_message(result)
     assert f"current champion v{champion.version} could not be scored" in message
-    after = trained.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    after = own_round.client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     assert after.version == champion.version
 
 
