@@ -24,7 +24,15 @@ EMBEDDED_INSTANCE_YAML = f"""\
 telemetry:
   enabled: false
 
-# The daemon launches the loop's runs from a queue; the same limits as the stack's dagster.yaml.
+# The daemon launches the loop's runs from a queue, and looks at it every second (Dagster's
+# default is 5 s): each landed month waits on the queue three times before its drift report.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+
+# The same limits as the stack's dagster.yaml.
 concurrency:
   runs:
     max_concurrent_runs: 2

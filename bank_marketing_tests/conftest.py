@@ -10,32 +10,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import httpx
 import mlflow
-import pandas as pd
 import psycopg2
 import pytest
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bank_marketing.data.months import recover_months
-from bank_marketing.data.source import load_contacts
 from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.replay import Replay, replay
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
-from bank_marketing.training.candidates import FittedCandidate, fit_candidate
+from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
-from bank_marketing.training.registry import CHAMPION_ALIAS
-from bank_marketing.training.tracking import (
-    MODEL_NAME,
-    CandidateRecord,
-    ensure_experiment,
-    log_candidate,
-)
+from bank_marketing_tests.registries import first_contacts, log_round
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
@@ -268,54 +257,15 @@ def stack_dagster_home(folder: Path, database: str) -> tuple[Path, dict[str, str
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> Iterator[str]:
+def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> str:
     """A registry holding one champion: a logistic regression on the first 6,000 contacts."""
     folder = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    frame = load_contacts(str(bank_full_path), folder).frame.iloc[:6000]
-    frame = frame.assign(contact_month=recover_months(frame["month"]))  # as `contacts` has
+    frame = first_contacts(bank_full_path, folder, 6000)
     train, validation = frame.iloc[:4500], frame.iloc[4500:]
-    fitted = fit_candidate(
-        "logistic_regression",
-        {"C": 1.0, "max_iter": 2000, "class_weight": "none"},
-        DEFAULT_INPUTS,
-        train,
-        validation,
-    )
-    record = log_to_registry(uri, folder, fitted, train, validation, params={"C": 1.0})
-    MlflowClient(uri).set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, record.model_version)
-    yield uri
-
-
-def log_to_registry(
-    uri: str,
-    folder: Path,
-    fitted: FittedCandidate,
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    *,
-    params: dict[str, Any],
-) -> CandidateRecord:
-    """Log ``fitted`` as the one candidate of a round (as of 2008-06) into the registry at
-    ``uri``, its artifacts under ``folder``, and register it as a version."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment(
-            experiment_id=ensure_experiment("serving-test", (folder / "a").as_uri())
-        )
-        with mlflow.start_run(run_name="round"):
-            return log_candidate(
-                fitted,
-                params=params,
-                inputs=list(DEFAULT_INPUTS),
-                train=train,
-                validation=validation,
-                tags={"as_of": "2008-06", "window": "2008-05..2008-06"},
-                data_source="bank-full.csv",
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    params = {"C": 1.0, "max_iter": 2000, "class_weight": "none"}
+    fitted = fit_candidate("logistic_regression", params, DEFAULT_INPUTS, train, validation)
+    uri, _ = log_round(folder, [(fitted, {"C": 1.0})], train, validation)
+    return uri
 
 
 @pytest.fixture(scope="session")

@@ -182,12 +182,32 @@ def settled(loop: Loop, quiet_s: float = QUIET_S) -> Callable[[], bool]:
     return check
 
 
-def skip_reasons(loop: Loop, sensor: str) -> list[str]:
+SENSORS = [
+    "validate_landed_files",
+    "score_new_months",
+    "retrain_on_drift",
+    "retrain_on_grafana_alert",
+    "deploy_new_champion",
+]
+
+
+def ticks(loop: Loop, sensor: str) -> list:
+    """The sensor's newest ticks on the loop's instance, newest first."""
     selector = InstigatorSelector(
         location_name="bank_marketing", repository_name="__repository__", name=sensor
     ).get_id()
-    ticks = loop.instance.schedule_storage.get_ticks("", selector, limit=50)
-    return [tick.skip_reason or "" for tick in ticks]
+    return list(loop.instance.schedule_storage.get_ticks("", selector, limit=50))
+
+
+def skip_reasons(loop: Loop, sensor: str) -> list[str]:
+    return [tick.skip_reason or "" for tick in ticks(loop, sensor)]
+
+
+def every_sensor_ticked(loop: Loop, since: float, times: int = 2) -> Callable[[], bool]:
+    """True once every sensor and the automation have ticked ``times`` times since ``since``."""
+    return lambda: all(
+        sum(tick.timestamp > since for tick in ticks(loop, sensor)) >= times for sensor in SENSORS
+    )
 
 
 def land(loop: Loop, first: str, through: str | None = None) -> list[Path]:
@@ -260,9 +280,14 @@ def test_landed_months_run_the_whole_loop_under_the_daemon(
     # A restart asks for nothing already done, and the same file landed again asks for nothing.
     before = len(loop.runs())
     land(loop, "2009-02")
+    restarted = time.time()
     daemon()
-    time.sleep(QUIET_S)
-    wait_for("the loop to settle after the restart", settled(loop), loop, timeout_s=120)
+    wait_for(
+        "every sensor to tick twice after the restart",
+        every_sensor_ticked(loop, restarted),
+        loop,
+        timeout_s=120,
+    )
     assert len(loop.runs()) == before
 
     if loop.storage == "postgresql":

@@ -95,6 +95,10 @@ def test_the_embedded_instance_queues_runs_with_the_stacks_limits(tmp_path) -> N
     embedded = yaml.safe_load((settings.dagster_home / "dagster.yaml").read_text())
     stack = yaml.safe_load((REPO / "dagster.yaml").read_text())
     assert embedded["concurrency"] == stack["concurrency"]
+    # A queued run waits at most a second for the daemon on the embedded instance.
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
     for job, value in (("training_job", "training"), ("deployment_job", "deployment")):
         assert defs.resolve_job_def(job).tags["bank_marketing/job"] == value
 

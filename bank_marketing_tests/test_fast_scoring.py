@@ -31,7 +31,7 @@ from bank_marketing.training.features import (
     build_pipeline,
     labels,
 )
-from bank_marketing_tests.conftest import log_to_registry
+from bank_marketing_tests.registries import log_round
 
 FAMILIES = {
     "xgboost": {"n_estimators": 60, "learning_rate": 0.1, "max_depth": 4,
@@ -247,8 +247,7 @@ def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
     fitted = fit_candidate(
         "xgboost", FAMILIES["xgboost"], DEFAULT_INPUTS, train, validation, day_of_year=True
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    record = log_to_registry(uri, tmp_path, fitted, train, validation, params=FAMILIES["xgboost"])
+    uri, [record] = log_round(tmp_path, [(fitted, FAMILIES["xgboost"])], train, validation)
     client = MlflowClient(uri)
     model = load_version(client, record.model_version)
     assert model.day_of_year

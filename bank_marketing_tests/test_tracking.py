@@ -12,15 +12,13 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModel
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from bank_marketing.data.months import recover_months
-from bank_marketing.data.source import load_contacts
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord, frame_digest
-from bank_marketing_tests.conftest import log_to_registry
+from bank_marketing_tests.registries import first_contacts, log_round
 
 PARAMS = {"C": 1.0, "max_iter": 2000, "class_weight": "none"}
-# log_to_registry logs the round with the window 2008-05..2008-06.
+# log_round logs the round with the window 2008-05..2008-06.
 TRAINING = "training 2008-05..2008-06"
 VALIDATION = "validation 2008-05..2008-06"
 
@@ -38,12 +36,10 @@ class Logged:
 def logged(bank_full_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     """A logistic regression on the first 4,000 contacts, logged into a fresh SQLite registry."""
     folder = tmp_path_factory.mktemp("tracking")
-    frame = load_contacts(str(bank_full_path), folder).frame.iloc[:4000]
-    frame = frame.assign(contact_month=recover_months(frame["month"]))  # as `contacts` has
+    frame = first_contacts(bank_full_path, folder, 4000)
     train, validation = frame.iloc[:3000], frame.iloc[3000:]
     fitted = fit_candidate("logistic_regression", PARAMS, DEFAULT_INPUTS, train, validation)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    record = log_to_registry(uri, folder, fitted, train, validation, params=PARAMS)
+    uri, [record] = log_round(folder, [(fitted, PARAMS)], train, validation, champion=None)
     client = MlflowClient(uri)
     version = client.get_model_version(MODEL_NAME, record.model_version)
     model_id = version.model_id or version.source.removeprefix("models:/")
