@@ -6,14 +6,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from bank_marketing.serving.model import load_version
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
+from bank_marketing.training.registry import evaluate_version
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord, frame_digest
 from bank_marketing_tests.registries import first_contacts, log_round
 
@@ -116,3 +119,20 @@ def test_the_run_keeps_its_metrics_and_one_input_per_dataset(logged: Logged) -> 
         (TRAINING, frame_digest(logged.train)): "training",
         (VALIDATION, frame_digest(logged.validation)): "validation",
     }
+
+
+def test_a_version_is_read_through_its_client_whatever_the_process_tracking_uri(
+    logged: Logged,
+) -> None:
+    """Serving and the promotion rule read a version through the client they are given; the
+    process-wide tracking URI (here one that leads nowhere) is neither used nor changed."""
+    elsewhere = "sqlite:////nonexistent/elsewhere.db"
+    mlflow.set_tracking_uri(elsewhere)
+    version = logged.record.model_version
+    model = load_version(logged.client, version)
+    assert mlflow.get_tracking_uri() == elsewhere
+    assert model.version == version and model.inputs == list(DEFAULT_INPUTS)
+    evaluation = evaluate_version(logged.client, version, logged.validation)
+    assert mlflow.get_tracking_uri() == elsewhere
+    assert evaluation.problem is None
+    assert evaluation.roc_auc == pytest.approx(logged.record.validation_metrics["roc_auc"])

@@ -7,19 +7,22 @@ A loaded model scores validated records through its compiled :class:`Featurizer`
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bank_marketing.serving.featurizer import Featurizer, after_preprocess, compile_featurizer
-from bank_marketing.training.registry import CHAMPION_ALIAS, NoChampion, require_champion
+from bank_marketing.training.registry import (
+    CHAMPION_ALIAS,
+    NoChampion,
+    load_registered,
+    require_champion,
+)
 from bank_marketing.training.tracking import MODEL_NAME
 
 
@@ -67,26 +70,12 @@ class LoadedModel:
         }
 
 
-@contextmanager
-def _registry_of(client: MlflowClient) -> Iterator[None]:
-    """Resolve ``models:/`` URIs against ``client``'s registry, not the process's default one."""
-    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI sets its own, and so does
-    # the client's; setting the registry here would pin it for the rest of the process.
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 def load_version(client: MlflowClient, version: str, name: str = MODEL_NAME) -> LoadedModel:
     """Load ``version`` of the registered model, with what ``GET /model`` reports about it."""
     details = client.get_model_version(name, version)
     run = client.get_run(details.run_id)
-    with _registry_of(client):
-        pipeline = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    registered = load_registered(client, version, name)
+    pipeline, signature = registered.pipeline, registered.signature
     inputs = signature.inputs.input_names() if signature is not None else []
     if not inputs:
         raise ValueError(f"model {name} v{version} has no input signature to validate against")

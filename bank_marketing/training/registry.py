@@ -27,6 +27,7 @@ neither model has seen (see :func:`comparison_rows`).
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -36,6 +37,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from sklearn.pipeline import Pipeline
 
 from bank_marketing.data.fields import LABEL
 from bank_marketing.training.families import SIMPLICITY_ORDER
@@ -207,15 +210,41 @@ class Evaluation:
         return None if self.metrics is None else self.metrics["roc_auc"]
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered version as it was logged: its sklearn pipeline and its MLmodel signature."""
+
+    pipeline: Pipeline
+    signature: ModelSignature | None
+
+
+def load_registered(client: MlflowClient, version: str, name: str = MODEL_NAME) -> RegisteredModel:
+    """Read ``version`` of the registered model from ``client``'s store.
+
+    The artifacts are fetched through ``client``'s tracking URI (a tracking server that proxies
+    them included), so the process-wide tracking URI is neither read nor changed.
+    """
+    uri = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory(prefix="bank-marketing-model-") as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=folder, tracking_uri=client.tracking_uri
+        )
+        return RegisteredModel(
+            pipeline=mlflow.sklearn.load_model(local),
+            signature=mlflow.models.Model.load(local).signature,
+        )
+
+
 def evaluate_version(
-    version: str, frame: pd.DataFrame, compared: pd.Index | None = None
+    client: MlflowClient, version: str, frame: pd.DataFrame, compared: pd.Index | None = None
 ) -> Evaluation:
-    """Load ``version`` from the registry and score it on ``frame``: finite, in [0, 1], metrics.
+    """Load ``version`` from ``client``'s registry and score it on ``frame``: finite, in [0, 1],
+    metrics.
 
     ``compared`` (a subset of ``frame``'s index) is also scored, for the promotion rule.
     """
     try:
-        model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+        model = load_registered(client, version).pipeline
         probability = np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
     except (MlflowException, OSError, ValueError, KeyError, AttributeError) as error:
         return Evaluation(version, None, f"cannot load or run the model: {error}")

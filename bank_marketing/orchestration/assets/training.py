@@ -325,9 +325,9 @@ def champion_model(
         current_tags.get("as_of"),
         current.version if current is not None else None,
     )
-    challenger = registry.evaluate_version(chosen.model_version, validation, compared.index)
+    challenger = registry.evaluate_version(client, chosen.model_version, validation, compared.index)
     incumbent = (
-        registry.evaluate_version(current.version, validation, compared.index)
+        registry.evaluate_version(client, current.version, validation, compared.index)
         if current is not None
         else None
     )
@@ -475,7 +475,7 @@ def champion_evaluation(
         )
         context.log.warning("Test evaluation skipped: %s", reason)
         return dg.Output({**base, "skipped": reason}, metadata={**base, "skipped": reason})
-    evaluation = registry.evaluate_version(champion_model.version, month)
+    evaluation = registry.evaluate_version(MlflowClient(), champion_model.version, month)
     if evaluation.metrics is None:
         raise dg.Failure(
             description=f"champion v{champion_model.version} cannot be scored on {test_month}: "
