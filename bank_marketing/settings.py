@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bank_marketing.data.source import UCI_ARCHIVE_URL
+from bank_marketing.monitoring.policy import (
+    ENV_ALERT_NAMES,
+    ENV_COOLDOWN_MONTHS,
+    ENV_DRIFTED_SHARE,
+    ENV_PREDICTION_DRIFT,
+    RetrainRule,
+)
+from bank_marketing.training.config import ENV_DAY_OF_YEAR, ENV_MODEL_INPUTS, Inputs
 
 DEFAULT_HOME = ".bank-marketing"
 ENV_SENSOR_INTERVAL = "BANK_MARKETING_SENSOR_INTERVAL_SECONDS"
@@ -68,6 +77,8 @@ class Settings:
     sensor_interval_seconds: int = 30
     # A YAML file of training defaults (training.config.read_training_config), if any.
     training_config: Path | None = None
+    model_inputs: Inputs = field(default_factory=Inputs)
+    retrain_rule: RetrainRule = field(default_factory=RetrainRule)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +109,8 @@ class Settings:
             ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
             webhook_token=env.get("BANK_MARKETING_WEBHOOK_TOKEN") or None,
             sensor_interval_seconds=_positive_int(env, ENV_SENSOR_INTERVAL, 30),
+            model_inputs=_model_inputs(env),
+            retrain_rule=_retrain_rule(env),
             training_config=(
                 Path(env[ENV_TRAINING_CONFIG]).expanduser().absolute()
                 if env.get(ENV_TRAINING_CONFIG, "").strip()
@@ -148,6 +161,51 @@ class Settings:
         ):
             # An embedded instance: SQLite storage in DAGSTER_HOME (Dagster's default).
             instance_config.write_text(EMBEDDED_INSTANCE_YAML)
+
+
+def env_names(env: Mapping[str, str], variable: str) -> list[str]:
+    """The comma-separated names in ``variable``, stripped; empty when it is unset or blank."""
+    return [name.strip() for name in env.get(variable, "").split(",") if name.strip()]
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _model_inputs(env: Mapping[str, str]) -> Inputs:
+    """The inputs set in ``BANK_MARKETING_MODEL_INPUTS`` and ``_DAY_OF_YEAR``, checked."""
+    values: dict[str, Any] = {}
+    if columns := env_names(env, ENV_MODEL_INPUTS):
+        values["columns"] = columns
+    flag = env.get(ENV_DAY_OF_YEAR, "").strip()
+    if flag:
+        if flag.lower() not in _BOOLEANS:
+            raise ValueError(f"{ENV_DAY_OF_YEAR}={flag!r} is not one of {sorted(_BOOLEANS)}")
+        values["day_of_year"] = _BOOLEANS[flag.lower()]
+    inputs = Inputs(**values)
+    try:
+        inputs.checked()
+    except ValueError as error:
+        raise ValueError(f"{ENV_MODEL_INPUTS}/{ENV_DAY_OF_YEAR}: {error}") from error
+    return inputs
+
+
+def _retrain_rule(env: Mapping[str, str]) -> RetrainRule:
+    """The rule with the values set in ``BANK_MARKETING_RETRAIN_*``, defaults elsewhere."""
+    values: dict[str, Any] = {}
+    for variable, name, kind in (
+        (ENV_PREDICTION_DRIFT, "prediction_drift_threshold", float),
+        (ENV_DRIFTED_SHARE, "drifted_share_threshold", float),
+        (ENV_COOLDOWN_MONTHS, "cooldown_months", int),
+    ):
+        text = env.get(variable, "").strip()
+        if text:
+            try:
+                values[name] = kind(text)
+            except ValueError as error:
+                raise ValueError(f"{variable}={text!r} is not a {kind.__name__}") from error
+    if names := env_names(env, ENV_ALERT_NAMES):
+        values["alert_names"] = names
+    return RetrainRule(**values)
 
 
 def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:

@@ -8,7 +8,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from bank_marketing.orchestration.resources import ModelInputs
+from bank_marketing.settings import Settings
+from bank_marketing.training.config import Inputs
 from bank_marketing.training.features import (
     DEFAULT_INPUTS,
     PRE_CALL_INPUTS,
@@ -172,26 +173,26 @@ def test_a_pipeline_with_the_day_of_year_derives_it_and_needs_month_and_day() ->
     with pytest.raises(ValueError, match=r"inputs lack \['day'\]"):
         build_pipeline(without_day, LogisticRegression(), scale_numeric=True, day_of_year=True)
     with pytest.raises(ValueError, match=r"inputs lack \['month'\]"):
-        ModelInputs(columns=["age", "day"], day_of_year=True).checked()
-    assert ModelInputs(columns=["age", "day"]).checked() == ["age", "day"]
+        Inputs(columns=["age", "day"], day_of_year=True).checked()
+    assert Inputs(columns=["age", "day"]).checked() == ["age", "day"]
 
 
 def test_model_inputs_come_from_the_environment_and_are_checked_there() -> None:
-    assert ModelInputs.from_env({}) == ModelInputs()
-    inputs = ModelInputs.from_env(
+    assert Settings.from_env({}).model_inputs == Inputs()
+    inputs = Settings.from_env(
         {
             "BANK_MARKETING_MODEL_INPUTS": " age, month ,day,loan",
             "BANK_MARKETING_DAY_OF_YEAR": "true",
         }
-    )
+    ).model_inputs
     assert inputs.columns == ["age", "month", "day", "loan"]
     assert inputs.day_of_year is True
-    assert ModelInputs.from_env({"BANK_MARKETING_DAY_OF_YEAR": "0"}).day_of_year is False
+    assert Settings.from_env({"BANK_MARKETING_DAY_OF_YEAR": "0"}).model_inputs.day_of_year is False
     with pytest.raises(ValueError, match=r"BANK_MARKETING_DAY_OF_YEAR='maybe' is not one of"):
-        ModelInputs.from_env({"BANK_MARKETING_DAY_OF_YEAR": "maybe"})
+        Settings.from_env({"BANK_MARKETING_DAY_OF_YEAR": "maybe"})
     with pytest.raises(ValueError, match=r"BANK_MARKETING_MODEL_INPUTS.*\['duration'\].*after"):
-        ModelInputs.from_env({"BANK_MARKETING_MODEL_INPUTS": "age,duration"})
+        Settings.from_env({"BANK_MARKETING_MODEL_INPUTS": "age,duration"})
     with pytest.raises(ValueError, match=r"BANK_MARKETING_DAY_OF_YEAR: .*lack \['day'\]"):
-        ModelInputs.from_env(
+        Settings.from_env(
             {"BANK_MARKETING_MODEL_INPUTS": "age,month", "BANK_MARKETING_DAY_OF_YEAR": "yes"}
         )

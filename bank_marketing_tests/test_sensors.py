@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bank_marketing.monitoring import alerts, store
+from bank_marketing.monitoring.policy import RetrainRule
+from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.sensors import (
@@ -25,6 +27,7 @@ from bank_marketing.orchestration.sensors import (
     retrain_on_grafana_alert,
 )
 from bank_marketing.serving.webhook import PATH, create_webhook_router
+from bank_marketing.settings import Settings
 
 NAN = float("nan")
 # The scenarios use the share rule at 0.5 and a cooldown of one month, so each rule shows alone.
@@ -260,12 +263,18 @@ def test_cooldown_blocks(last: str | None, month: str, cooldown: int, blocked: b
     assert (cooldown_blocks(last, month, cooldown) is not None) is blocked
 
 
+def policy_from(env: dict[str, str]) -> RetrainRule:
+    return Settings.from_env(env).retrain_rule
+
+
 def test_policy_from_environment() -> None:
-    assert RetrainPolicy.from_env({}) == RetrainPolicy()
-    defaults = RetrainPolicy()
+    """Read with the rest of the configuration (settings), once; the sensors' resource is built
+    from it."""
+    assert Settings.from_env({}).retrain_rule == RetrainRule()
+    defaults = RetrainRule()
     assert (defaults.prediction_drift_threshold, defaults.drifted_share_threshold) == (0.1, 1.0)
     assert defaults.cooldown_months == 2
-    policy = RetrainPolicy.from_env(
+    policy = policy_from(
         {
             "BANK_MARKETING_RETRAIN_PREDICTION_DRIFT": "0.2",
             "BANK_MARKETING_RETRAIN_DRIFTED_SHARE": "0.4",
@@ -278,9 +287,17 @@ def test_policy_from_environment() -> None:
     assert policy.cooldown_months == 3
     assert policy.alert_names == ["Prediction drift", "Drifted columns"]
     with pytest.raises(ValueError, match="BANK_MARKETING_RETRAIN_COOLDOWN_MONTHS"):
-        RetrainPolicy.from_env({"BANK_MARKETING_RETRAIN_COOLDOWN_MONTHS": "two"})
+        policy_from({"BANK_MARKETING_RETRAIN_COOLDOWN_MONTHS": "two"})
     with pytest.raises(Exception, match="less than or equal to 1"):
-        RetrainPolicy.from_env({"BANK_MARKETING_RETRAIN_DRIFTED_SHARE": "1.5"})
+        policy_from({"BANK_MARKETING_RETRAIN_DRIFTED_SHARE": "1.5"})
+
+
+def test_the_definitions_build_the_policy_resource_from_the_settings(tmp_path) -> None:
+    settings = Settings.from_env(
+        {"BANK_MARKETING_HOME": str(tmp_path), "BANK_MARKETING_RETRAIN_COOLDOWN_MONTHS": "5"}
+    )
+    resource = build_definitions(settings).resources["retrain_policy"]
+    assert isinstance(resource, RetrainPolicy) and resource.cooldown_months == 5
 
 
 # retrain_on_grafana_alert

@@ -165,8 +165,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 reports_dir=str(settings.reports_dir),
             ),
             "mlflow": mlflow,
-            "model_inputs": ModelInputs.from_env(),
-            "retrain_policy": RetrainPolicy.from_env(),
+            "model_inputs": ModelInputs(**settings.model_inputs.model_dump()),
+            "retrain_policy": RetrainPolicy(**settings.retrain_rule.model_dump()),
             "serving": ServingCluster(
                 dashboard_url=settings.ray_dashboard_url,
                 serve_url=settings.serve_url,

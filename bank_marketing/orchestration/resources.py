@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import Field
 from bank_marketing.data.source import LoadedContacts, load_contacts
 from bank_marketing.monitoring import store
 from bank_marketing.serving.rollout import APP_NAME, Rollout, RolloutError, ServeCluster
-from bank_marketing.training.config import ENV_DAY_OF_YEAR, ENV_MODEL_INPUTS, Inputs
+from bank_marketing.training.config import Inputs
 from bank_marketing.training.tracking import ensure_experiment
 
 
@@ -138,35 +137,8 @@ class MonitoringDatabase(dg.ConfigurableResource):
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
 
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def env_names(env: Mapping[str, str], variable: str) -> list[str]:
-    """The comma-separated names in ``variable``, stripped; empty when it is unset or blank."""
-    return [name.strip() for name in env.get(variable, "").split(",") if name.strip()]
-
-
 class ModelInputs(dg.ConfigurableResource, Inputs):
     """The model inputs as a resource (fields and checks in ``bank_marketing.training.config``)."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelInputs:
-        """The inputs set in ``BANK_MARKETING_MODEL_INPUTS`` and ``_DAY_OF_YEAR``, checked."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if columns := env_names(env, ENV_MODEL_INPUTS):
-            values["columns"] = columns
-        flag = env.get(ENV_DAY_OF_YEAR, "").strip()
-        if flag:
-            if flag.lower() not in _BOOLEANS:
-                raise ValueError(f"{ENV_DAY_OF_YEAR}={flag!r} is not one of {sorted(_BOOLEANS)}")
-            values["day_of_year"] = _BOOLEANS[flag.lower()]
-        inputs = cls(**values)
-        try:
-            inputs.checked()
-        except ValueError as error:
-            raise ValueError(f"{ENV_MODEL_INPUTS}/{ENV_DAY_OF_YEAR}: {error}") from error
-        return inputs
 
 
 # Where `mlflow ui` serves by default.

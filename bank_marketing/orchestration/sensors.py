@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from bank_marketing.data.landing import (
     LandingError,
@@ -35,8 +33,9 @@ from bank_marketing.data.landing import (
 )
 from bank_marketing.data.source import SourceError
 from bank_marketing.monitoring import alerts
+from bank_marketing.monitoring.policy import RetrainRule
 from bank_marketing.orchestration.partitions import monthly_partitions
-from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase, env_names
+from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 CHAMPION_MODEL = dg.AssetKey("champion_model")
@@ -59,67 +58,9 @@ NOT_RETRAINING = (
 )
 REQUIRED_DRIFT_METADATA = ("rows", "drifted_share", "prediction_drift")
 
-ENV_PREDICTION_DRIFT = "BANK_MARKETING_RETRAIN_PREDICTION_DRIFT"
-ENV_DRIFTED_SHARE = "BANK_MARKETING_RETRAIN_DRIFTED_SHARE"
-ENV_COOLDOWN_MONTHS = "BANK_MARKETING_RETRAIN_COOLDOWN_MONTHS"
-ENV_ALERT_NAMES = "BANK_MARKETING_RETRAIN_ALERT_NAMES"
 
-
-class RetrainPolicy(dg.ConfigurableResource):
-    """When the retraining sensors ask for a new model (``BANK_MARKETING_RETRAIN_*``)."""
-
-    prediction_drift_threshold: float = Field(
-        default=0.1,
-        ge=0.0,
-        description="Retrain when a month's prediction drift score is above this "
-        f"({ENV_PREDICTION_DRIFT}); 0.1 as in the original project.",
-    )
-    drifted_share_threshold: float = Field(
-        default=1.0,
-        ge=0.0,
-        le=1.0,
-        description="Retrain when the share of drifted input columns is above this "
-        f"({ENV_DRIFTED_SHARE}); 1.0, the default, never fires. On this data the share is "
-        "high in nearly every month (BENCHMARKS.md, the replay notes): the calendar inputs "
-        "and the campaign history move every month, so a share threshold would retrain every "
-        "month; prediction drift is the signal that separates months.",
-    )
-    cooldown_months: int = Field(
-        default=2,
-        ge=0,
-        description="A retrain as of month M is requested only if no training run (requested "
-        "or done, by any sensor or by hand) is as of a month fewer than this many months "
-        f"before M, or later ({ENV_COOLDOWN_MONTHS}). 2, the default: no retrain in the month "
-        "right after one, so a model is judged on at least one month before it is replaced "
-        "(prediction drift is above the default threshold in almost every month of 2009-2010: "
-        "BENCHMARKS.md, the replay); 1: at most one retrain per month; 0: no cooldown.",
-    )
-    alert_names: list[str] = Field(
-        default_factory=list,
-        description="Only firing alerts whose alertname is listed request a retrain "
-        f"({ENV_ALERT_NAMES}, comma-separated); empty: every firing alert does. Listing the "
-        "drift rules keeps other alerts, and Grafana's contact-point test, from retraining.",
-    )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainPolicy:
-        """The policy with the values set in ``BANK_MARKETING_RETRAIN_*``, defaults elsewhere."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for variable, field, kind in (
-            (ENV_PREDICTION_DRIFT, "prediction_drift_threshold", float),
-            (ENV_DRIFTED_SHARE, "drifted_share_threshold", float),
-            (ENV_COOLDOWN_MONTHS, "cooldown_months", int),
-        ):
-            text = env.get(variable, "").strip()
-            if text:
-                try:
-                    values[field] = kind(text)
-                except ValueError as error:
-                    raise ValueError(f"{variable}={text!r} is not a {kind.__name__}") from error
-        if names := env_names(env, ENV_ALERT_NAMES):
-            values["alert_names"] = names
-        return cls(**values)
+class RetrainPolicy(dg.ConfigurableResource, RetrainRule):
+    """The retraining rule as a resource (fields in ``bank_marketing.monitoring.policy``)."""
 
 
 class DriftReportContractError(ValueError):

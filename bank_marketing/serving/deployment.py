@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,6 +28,7 @@ from ray import serve
 from bank_marketing.serving.app import create_app, score_records
 from bank_marketing.serving.model import CHAMPION_ALIAS, LoadedModel, ModelState
 from bank_marketing.serving.webhook import webhook_router_from_env
+from bank_marketing.settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -63,7 +63,7 @@ class PredictionService:
         self.max_batch_size = max_batch_size
         self._score_batch.set_max_batch_size(max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(batch_wait_s)
-        self.state = ModelState(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        self.state = ModelState(tracking_uri or Settings.from_env().mlflow_tracking_uri)
         self.state.load(alias=alias)
         self._alias_seen = self.state.model.version if self.state.model else None
         self._poller = asyncio.get_running_loop().create_task(self._follow_alias())

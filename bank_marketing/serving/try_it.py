@@ -5,16 +5,15 @@ streamlit run bank_marketing/serving/try_it.py    (make try; the API at BANK_MAR
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 import streamlit as st
 
 from bank_marketing.data.fields import FIELDS_BY_NAME
+from bank_marketing.settings import Settings
 from bank_marketing.training.features import DEFAULT_INPUTS
 
-DEFAULT_SERVE_URL = "http://127.0.0.1:8000"
 # Typical values of the UCI data, so the form opens on a plausible contact.
 STARTING_VALUES: dict[str, Any] = {
     "age": 41, "balance": 450, "day": 15, "campaign": 2, "pdays": -1, "previous": 0,
@@ -41,7 +40,7 @@ def _input(name: str) -> Any:
 
 
 def main() -> None:
-    serve_url = os.environ.get("BANK_MARKETING_SERVE_URL") or DEFAULT_SERVE_URL
+    serve_url = Settings.from_env().serve_url
     st.set_page_config(page_title="bank-marketing: try the model")
     st.title("Will this client subscribe a term deposit?")
     st.caption(f"Scored by the champion model behind {serve_url}")

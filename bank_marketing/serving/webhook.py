@@ -11,7 +11,6 @@ body and stores each alert once by fingerprint and start time in the monitoring 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 from collections.abc import Mapping
@@ -226,8 +225,7 @@ def create_webhook_router(
 
 def webhook_router_from_env(environ: Mapping[str, str] | None = None) -> APIRouter:
     """The router on ``BANK_MARKETING_DB_URL``, with the token ``BANK_MARKETING_WEBHOOK_TOKEN``."""
-    env = os.environ if environ is None else environ
-    token = env.get(TOKEN_VARIABLE) or None
-    if token is None:
+    settings = Settings.from_env(environ)
+    if settings.webhook_token is None:
         log.warning("%s is not set: POST %s refuses every request", TOKEN_VARIABLE, PATH)
-    return create_webhook_router(Settings.from_env(env).db_url, token)
+    return create_webhook_router(settings.db_url, settings.webhook_token)
