@@ -270,13 +270,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> 
 
 @pytest.fixture(scope="session")
 def state(registry: str) -> ModelState:
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(registry)
-    try:
-        state = ModelState(registry)
-        assert state.load() is not None, state.problem
-    finally:
-        mlflow.set_tracking_uri(previous)
+    state = ModelState(registry)
+    assert state.load() is not None, state.problem
     return state
 
 

@@ -4,12 +4,14 @@ all of them."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.pyfunc import PyFuncModel
 
 from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
@@ -45,19 +47,22 @@ def log_round(
     *,
     champion: int | None = 0,
     data_source: str = "bank-full.csv",
+    uri: str | None = None,
 ) -> tuple[str, list[CandidateRecord]]:
     """Log each fitted candidate with its params as one round (as of 2008-06) into a SQLite
-    registry in ``folder``, register each as a version, and point the champion alias at the
-    ``champion``-th (None: no alias). Returns the tracking URI and the records in order.
+    registry in ``folder`` (or the tracking server at ``uri``, which keeps the artifacts), register
+    each as a version, and point the champion alias at the ``champion``-th (None: no alias).
+    Returns the tracking URI and the records in order.
 
     The process-wide tracking URI is set for the round (log_candidate logs through MLflow's
-    fluent API) and put back afterwards.
+    fluent API, as a training step does) and put back afterwards.
     """
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    artifacts = None if uri else (folder / "a").as_uri()
+    uri = uri or f"sqlite:///{folder / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment(experiment_id=ensure_experiment("test", (folder / "a").as_uri()))
+        mlflow.set_experiment(experiment_id=ensure_experiment("test", artifacts))
         with mlflow.start_run(run_name="round"):
             records = [
                 log_candidate(
@@ -78,6 +83,16 @@ def log_round(
             MODEL_NAME, CHAMPION_ALIAS, records[champion].model_version
         )
     return uri, records
+
+
+def load_pyfunc(uri: str, version: str) -> PyFuncModel:
+    """The registered version as MLflow's pyfunc flavor loads it, read through a client of
+    ``uri`` (the process-wide tracking URI is left alone)."""
+    download = MlflowClient(uri).get_model_version_download_uri(MODEL_NAME, version)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=download, dst_path=tempfile.mkdtemp(prefix="pyfunc-"), tracking_uri=uri
+    )
+    return mlflow.pyfunc.load_model(local)
 
 
 def register_two_versions(folder: Path, bank_full_path: Path) -> dict[str, Any]:

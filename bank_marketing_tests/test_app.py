@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +19,7 @@ from bank_marketing.serving.app import MAX_RECORDS, create_app
 from bank_marketing.serving.http import MAX_BODY_BYTES
 from bank_marketing.serving.model import ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
-from bank_marketing.training.tracking import MODEL_NAME
+from bank_marketing_tests.registries import load_pyfunc
 
 RECORD: dict[str, Any] = {
     "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
@@ -76,12 +75,7 @@ def test_a_batch_matches_pyfunc_for_the_same_version(
     response = client.post("/predict", json={"records": records})
     assert response.status_code == 200
     served = [p["probability"] for p in response.json()["predictions"]]
-    mlflow.set_tracking_uri(registry)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{state.model.version}")
-        expected = np.asarray(pyfunc.predict(frame))[:, 1]
-    finally:
-        mlflow.set_tracking_uri(None)
+    expected = np.asarray(load_pyfunc(registry, state.model.version).predict(frame))[:, 1]
     assert np.allclose(served, expected)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -19,7 +18,7 @@ from mlflow import MlflowClient
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 from bank_marketing_tests.conftest import RayCluster, wait_until_healthy
-from bank_marketing_tests.registries import register_two_versions
+from bank_marketing_tests.registries import load_pyfunc, register_two_versions
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +66,8 @@ def test_served_predictions_equal_pyfunc_for_the_same_version(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_version"] == registry["versions"][0]
-    mlflow.set_tracking_uri(registry["uri"])
-    try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{registry['versions'][0]}")
-        expected = np.asarray(pyfunc.predict(records))[:, 1]
-    finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    pyfunc = load_pyfunc(registry["uri"], registry["versions"][0])
+    expected = np.asarray(pyfunc.predict(records))[:, 1]
     assert np.allclose([p["probability"] for p in body["predictions"]], expected)
     assert httpx.get(f"{service}/model", timeout=10).json()["version"] == registry["versions"][0]
 

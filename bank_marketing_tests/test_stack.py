@@ -32,7 +32,6 @@ from typing import Any
 import click
 import httpx
 import jsonschema
-import mlflow
 import psycopg2
 import pytest
 import sqlalchemy as sa
@@ -43,9 +42,8 @@ from bank_marketing.data.months import recover_months
 from bank_marketing.data.source import load_contacts
 from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
-from bank_marketing.training.registry import CHAMPION_ALIAS
-from bank_marketing.training.tracking import MODEL_NAME, ensure_experiment, log_candidate
 from bank_marketing_tests.conftest import POSTGRES, REPO, RayCluster, free_port, skip_or_fail
+from bank_marketing_tests.registries import log_round
 
 DOCKER = REPO / "docker"
 COMPOSE_FILE = DOCKER / "compose.yaml"
@@ -807,21 +805,14 @@ def native_champion(stack: Native, mlflow_url: str, bank_full_path: Path) -> str
     train, validation = frame.iloc[:4500], frame.iloc[4500:]
     params = {"C": 1.0, "max_iter": 2000, "class_weight": "none"}
     fitted = fit_candidate("logistic_regression", params, DEFAULT_INPUTS, train, validation)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_url)
-    try:
-        mlflow.set_experiment(experiment_id=ensure_experiment("stack-serving", None))
-        with mlflow.start_run(run_name="round"):
-            record = log_candidate(
-                fitted, params=params, inputs=list(DEFAULT_INPUTS), train=train,
-                validation=validation, tags={"as_of": "2008-06", "window": "2008-05..2008-06"},
-                data_source=str(bank_full_path),
-            )  # fmt: skip
-        MlflowClient(mlflow_url).set_registered_model_alias(
-            MODEL_NAME, CHAMPION_ALIAS, record.model_version
-        )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    _, [record] = log_round(
+        stack.bank_marketing_home,
+        [(fitted, params)],
+        train,
+        validation,
+        data_source=str(bank_full_path),
+        uri=mlflow_url,
+    )
     return str(record.model_version)
 
 
