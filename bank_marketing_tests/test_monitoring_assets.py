@@ -36,6 +36,9 @@ from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME, REFERE
 from bank_marketing_tests.conftest import make_settings
 from bank_marketing_tests.registries import register_two_versions
 
+# MLflow with a real backend store and a Dagster instance: run with the integration tests.
+pytestmark = pytest.mark.integration
+
 EMPTY, SMALL, SPRING = "2008-09-01", "2008-10-01", "2009-03-01"
 MONTHS = [EMPTY, SMALL, SPRING]
 CONTRACT = {
