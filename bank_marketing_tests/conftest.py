@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.replay import Replay, replay
+from bank_marketing.orchestration.runner import run_ingest
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
 from bank_marketing.training.candidates import fit_candidate
@@ -106,6 +107,23 @@ def make_settings(home: Path, source: Path | str, **extra: str) -> Settings:
     settings = Settings.from_env(env)
     settings.prepare()
     return settings
+
+
+@pytest.fixture(scope="session")
+def ingested_home(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path) -> Path:
+    """A home whose raw_contacts is ingested from the real file, once a session: tests that start
+    from an ingested home copy it (:func:`ingested_copy`) instead of ingesting again."""
+    home = tmp_path_factory.mktemp("ingested") / "home"
+    settings = make_settings(home, bank_full_path)
+    with dg.instance_for_test(temp_dir=str(settings.dagster_home)) as instance:
+        assert run_ingest(build_definitions(settings), instance).success
+    return home
+
+
+def ingested_copy(ingested_home: Path, home: Path) -> Path:
+    """``home``, a copy of the session's ingested home: raw_contacts stored, its run recorded."""
+    shutil.copytree(ingested_home, home)
+    return home
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.runner import backfill_contacts, failure_message, run_ingest
 from bank_marketing.settings import Settings
 from bank_marketing_tests import variants
-from bank_marketing_tests.conftest import make_settings
+from bank_marketing_tests.conftest import ingested_copy, make_settings
 from bank_marketing_tests.test_source import BAD_FILES
 
 MAY = "2008-05-01"
@@ -178,13 +178,12 @@ def test_threshold_is_configuration(
 
 @pytest.fixture(scope="module")
 def stored(
-    tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path
+    tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path, ingested_home: Path
 ) -> tuple[Path, dg.DagsterInstance]:
-    home = tmp_path_factory.mktemp("stored") / "home"
+    home = ingested_copy(ingested_home, tmp_path_factory.mktemp("stored") / "home")
     settings = make_settings(home, bank_full_path)
     with dg.instance_for_test(temp_dir=str(settings.dagster_home)) as instance:
         defs = build_definitions(settings)
-        assert run_ingest(defs, instance).success
         assert backfill_contacts(defs, instance, [MAY])[0].success
         yield home, instance
 

@@ -29,11 +29,11 @@ from bank_marketing.orchestration.assets.metadata import ROUNDING_ERROR
 from bank_marketing.orchestration.assets.monitoring import drift_report, predictions
 from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.resources import MonitoringDatabase
-from bank_marketing.orchestration.runner import backfill_contacts, failure_message, run_ingest
+from bank_marketing.orchestration.runner import backfill_contacts, failure_message
 from bank_marketing.settings import Settings
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME, REFERENCE_ARTIFACT
-from bank_marketing_tests.conftest import make_settings
+from bank_marketing_tests.conftest import ingested_copy, make_settings
 from bank_marketing_tests.registries import register_two_versions
 
 # MLflow with a real backend store and a Dagster instance: run with the integration tests.
@@ -69,12 +69,13 @@ class Monitored:
 
 @pytest.fixture(scope="module")
 def monitored(
-    tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path
+    tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path, ingested_home: Path
 ) -> Iterator[Monitored]:
     """Two registered versions (v1 the champion, trained on May 2008), and three months ingested."""
     folder = tmp_path_factory.mktemp("monitoring")
     registry = register_two_versions(folder / "registry", bank_full_path)
-    settings = make_settings(folder / "home", bank_full_path, MLFLOW_TRACKING_URI=registry["uri"])
+    home = ingested_copy(ingested_home, folder / "home")
+    settings = make_settings(home, bank_full_path, MLFLOW_TRACKING_URI=registry["uri"])
     defs = build_definitions(settings)
     resources = {
         **defs.resources,
@@ -83,7 +84,6 @@ def monitored(
         ),
     }
     with dg.instance_for_test(temp_dir=str(settings.dagster_home)) as instance:
-        assert run_ingest(defs, instance).success
         assert all(o.success for o in backfill_contacts(defs, instance, MONTHS))
         yield Monitored(
             settings, instance, resources, MlflowClient(registry["uri"]), registry["versions"]

@@ -45,7 +45,7 @@ from bank_marketing.training.metrics import METRIC_NAMES, roc_auc_standard_error
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
 from bank_marketing.training.windows import call_days
-from bank_marketing_tests.conftest import POSTGRES, make_settings
+from bank_marketing_tests.conftest import POSTGRES, ingested_copy, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,10 @@ def trained(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     bank_full_path: Path,
+    ingested_home: Path,
 ) -> Iterator[Round]:
     backend = request.param
-    home = tmp_path_factory.mktemp(f"training-{backend}") / "home"
+    home = ingested_copy(ingested_home, tmp_path_factory.mktemp(f"training-{backend}") / "home")
     database = _postgres_database() if backend == "postgresql" else None
     tracking_uri = (
         f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
@@ -117,7 +118,6 @@ def trained(
             settings = make_settings(home, bank_full_path, MLFLOW_TRACKING_URI=tracking_uri)
             defs = build_definitions(settings)
             with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-                assert run_ingest(defs, instance).success
                 assert all(o.success for o in backfill_contacts(defs, instance, MONTHS))
                 # The SQLite round runs its candidates in parallel processes, as the daemon and
                 # `bank-marketing run` do; the PostgreSQL round one after another in this process.
@@ -395,17 +395,16 @@ def test_an_empty_window_trains_nothing_and_says_why(trained: Round) -> None:
 
 @pytest.fixture
 def own_round(
-    bank_full_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bank_full_path: Path, ingested_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Round]:
     """A home of its own with one quick round as of 2008-06 (two months), for a test that breaks
     its champion."""
-    home = tmp_path / "home"
+    home = ingested_copy(ingested_home, tmp_path / "home")
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     settings = make_settings(home, bank_full_path, MLFLOW_TRACKING_URI=tracking_uri)
     defs = build_definitions(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        assert run_ingest(defs, instance).success
         assert all(o.success for o in backfill_contacts(defs, instance, MONTHS[:2]))
         result = _train_in_process(defs, instance, settings, MONTHS[1], window_months=2)
         assert result.success, failure_message(result)
