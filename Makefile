@@ -18,6 +18,10 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 PYTEST_ARGS ?=
+# Tests run in parallel processes (pytest-xdist); conftest.py groups them so the session's Ray and
+# its replayed stack are each built once. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
+PYTEST := $(UV) run --locked pytest -n $(PYTEST_WORKERS) --dist loadgroup
 COMPOSE := docker compose -f docker/compose.yaml --env-file docker/.env
 
 .PHONY: help install run live stop test test-unit test-integration dev serve try lint format bench \
@@ -47,13 +51,13 @@ stop: install ## Stop the local Ray that make run (or bank-marketing deploy) lef
 	$(UV) run --locked ray stop
 
 test: install ## Run all tests: unit, and integration against PostgreSQL on 127.0.0.1:5432
-	$(UV) run --locked pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: install ## Run the fast tests only
-	$(UV) run --locked pytest -m "not integration" $(PYTEST_ARGS)
+	$(PYTEST) -m "not integration" $(PYTEST_ARGS)
 
 test-integration: install ## Run the integration tests only
-	$(UV) run --locked pytest -m integration $(PYTEST_ARGS)
+	$(PYTEST) -m integration $(PYTEST_ARGS)
 
 dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3000)
 	$(UV) run --locked bank-marketing init

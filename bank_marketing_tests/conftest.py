@@ -350,3 +350,18 @@ def _wait_for(url: str, timeout_s: float, statuses: tuple[int, ...] = (200,)) ->
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n 2 --dist loadgroup`` (make test): a module's tests stay together, so
+    its module fixtures are built once; every test on the session's Ray, and every test that
+    reads the session's replayed stack, share one worker, so each is built once."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "ray_cluster" in fixtures:
+            group = "ray"
+        elif "replayed_stack" in fixtures:
+            group = "replayed_stack"
+        else:
+            group = item.module.__name__ if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(group))

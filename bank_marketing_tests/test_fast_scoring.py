@@ -236,6 +236,8 @@ def test_the_training_pipeline_is_recognised_without_fitting_twice(contacts: pd.
     assert compile_featurizer(pipeline, DEFAULT_INPUTS) is not None
 
 
+# Through MLflow on a real backend store (SQLite): run with the integration tests.
+@pytest.mark.integration
 def test_a_logged_day_of_year_model_loads_from_the_registry_and_compiles(
     contacts: pd.DataFrame,
     served_records: list[dict[str, Any]],

@@ -20,6 +20,9 @@ from bank_marketing.training.registry import evaluate_version
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord, frame_digest
 from bank_marketing_tests.registries import first_contacts, log_round
 
+# MLflow on a real backend store (SQLite): run with the integration tests.
+pytestmark = pytest.mark.integration
+
 PARAMS = {"C": 1.0, "max_iter": 2000, "class_weight": "none"}
 # log_round logs the round with the window 2008-05..2008-06.
 TRAINING = "training 2008-05..2008-06"
