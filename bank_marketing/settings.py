@@ -34,7 +34,8 @@ telemetry:
   enabled: false
 
 # The daemon launches the loop's runs from a queue, and looks at it every second (Dagster's
-# default is 5 s): each landed month waits on the queue three times before its drift report.
+# default is 5 s): each landed month waits on the queue twice before its drift report (its
+# contacts run, then its scoring run).
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
@@ -163,7 +164,7 @@ class Settings:
             instance_config.write_text(EMBEDDED_INSTANCE_YAML)
 
 
-def env_names(env: Mapping[str, str], variable: str) -> list[str]:
+def _env_names(env: Mapping[str, str], variable: str) -> list[str]:
     """The comma-separated names in ``variable``, stripped; empty when it is unset or blank."""
     return [name.strip() for name in env.get(variable, "").split(",") if name.strip()]
 
@@ -174,7 +175,7 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 def _model_inputs(env: Mapping[str, str]) -> Inputs:
     """The inputs set in ``BANK_MARKETING_MODEL_INPUTS`` and ``_DAY_OF_YEAR``, checked."""
     values: dict[str, Any] = {}
-    if columns := env_names(env, ENV_MODEL_INPUTS):
+    if columns := _env_names(env, ENV_MODEL_INPUTS):
         values["columns"] = columns
     flag = env.get(ENV_DAY_OF_YEAR, "").strip()
     if flag:
@@ -203,7 +204,7 @@ def _retrain_rule(env: Mapping[str, str]) -> RetrainRule:
                 values[name] = kind(text)
             except ValueError as error:
                 raise ValueError(f"{variable}={text!r} is not a {kind.__name__}") from error
-    if names := env_names(env, ENV_ALERT_NAMES):
+    if names := _env_names(env, ENV_ALERT_NAMES):
         values["alert_names"] = names
     return RetrainRule(**values)
 
