@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from bank_marketing.data.source import UCI_ARCHIVE_URL
-from bank_marketing.monitoring.policy import (
-    ENV_ALERT_NAMES,
-    ENV_COOLDOWN_MONTHS,
-    ENV_DRIFTED_SHARE,
-    ENV_PREDICTION_DRIFT,
-    RetrainRule,
-)
+from bank_marketing.monitoring.policy import ENV_ALERT_NAMES, ENV_FIELDS, ENV_SIGNALS, RetrainRule
 from bank_marketing.training.config import ENV_DAY_OF_YEAR, ENV_MODEL_INPUTS, Inputs
 
 DEFAULT_HOME = ".bank-marketing"
@@ -193,20 +189,24 @@ def _model_inputs(env: Mapping[str, str]) -> Inputs:
 def _retrain_rule(env: Mapping[str, str]) -> RetrainRule:
     """The rule with the values set in ``BANK_MARKETING_RETRAIN_*``, defaults elsewhere."""
     values: dict[str, Any] = {}
-    for variable, name, kind in (
-        (ENV_PREDICTION_DRIFT, "prediction_drift_threshold", float),
-        (ENV_DRIFTED_SHARE, "drifted_share_threshold", float),
-        (ENV_COOLDOWN_MONTHS, "cooldown_months", int),
-    ):
+    for variable, name, kind in ENV_FIELDS:
         text = env.get(variable, "").strip()
         if text:
             try:
                 values[name] = kind(text)
             except ValueError as error:
                 raise ValueError(f"{variable}={text!r} is not a {kind.__name__}") from error
+    if ENV_SIGNALS in env:
+        values["signals"] = _env_names(env, ENV_SIGNALS)
     if names := _env_names(env, ENV_ALERT_NAMES):
         values["alert_names"] = names
-    return RetrainRule(**values)
+    try:
+        return RetrainRule(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ValueError(f"BANK_MARKETING_RETRAIN_*: {problems}") from error
 
 
 def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:

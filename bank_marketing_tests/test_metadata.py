@@ -114,7 +114,8 @@ def test_the_drift_sensor_judges_the_unrounded_numbers_drift_report_keeps(
         {"rows": 100, "prediction_drift": prediction_drift, "drifted_share": 0.3},
         exact=("prediction_drift", "drifted_share"),
     )
-    assert judge_drift(metadata, RetrainPolicy()).drifted is drifted
+    policy = RetrainPolicy(signals=["prediction_drift"])
+    assert judge_drift("2009-04-01", metadata, policy).retrain is drifted
 
 
 def test_a_run_page_and_its_artifact_in_the_mlflow_ui() -> None:

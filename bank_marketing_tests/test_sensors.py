@@ -31,7 +31,9 @@ from bank_marketing.settings import Settings
 
 NAN = float("nan")
 # The scenarios use the share rule at 0.5 and a cooldown of one month, so each rule shows alone.
-SCENARIO_POLICY = RetrainPolicy(drifted_share_threshold=0.5, cooldown_months=1)
+SCENARIO_POLICY = RetrainPolicy(
+    signals=["prediction_drift", "drifted_share"], drifted_share_threshold=0.5, cooldown_months=1
+)
 
 
 @pytest.fixture
@@ -115,7 +117,7 @@ def test_three_months_between_two_ticks_are_all_evaluated(instance: dg.DagsterIn
     assert run_keys[1].startswith("retrain-2009-05-drift-")
     assert second.cursor is not None and int(second.cursor) > 0
     reasons = [r.tags["bank_marketing/drift_reason"] for r in second.run_requests or []]
-    assert "prediction drift 0.310 (psi) > 0.1" in reasons[0]
+    assert "prediction drift 0.310 > 0.1" in reasons[0]
     assert "drifted share 0.64 > 0.5" in reasons[1]
     assert all(r.tags["bank_marketing/trigger"] == "retrain_on_drift" for r in second.run_requests)
 
@@ -137,7 +139,11 @@ def test_every_partition_is_seen_even_when_one_month_repeats(instance: dg.Dagste
         retrain_on_drift,
         instance,
         None,
-        retrain_policy=RetrainPolicy(drifted_share_threshold=0.5, cooldown_months=0),
+        retrain_policy=RetrainPolicy(
+            signals=["prediction_drift", "drifted_share"],
+            drifted_share_threshold=0.5,
+            cooldown_months=0,
+        ),
     )
     keys = requested(result)
     assert [p for p, _ in keys] == ["2009-04-01", "2009-07-01", "2009-04-01"]
@@ -148,13 +154,17 @@ def test_a_calm_tick_says_why_nothing_was_requested(instance: dg.DagsterInstance
     report_drift(instance, "2009-03", prediction_drift=0.04, drifted_share=0.18)
     message = skip_message(tick(retrain_on_drift, instance, None))
     assert "1 new event(s)" in message
-    assert "2009-03: prediction drift 0.040 <= 0.1 and drifted share 0.18 <= 0.5" in message
+    assert "2009-03: prediction drift 0.040 <= 0.1; drifted share 0.18 <= 0.5" in message
 
 
 def test_an_empty_month_never_triggers(instance: dg.DagsterInstance) -> None:
     report_drift(instance, "2008-09", rows=0, prediction_drift=NAN, drifted_share=NAN)
     # Even a zero threshold: an empty month has nothing that could have drifted.
-    strict = RetrainPolicy(prediction_drift_threshold=0.0, drifted_share_threshold=0.0)
+    strict = RetrainPolicy(
+        signals=["prediction_drift", "drifted_share"],
+        prediction_drift_threshold=0.0,
+        drifted_share_threshold=0.0,
+    )
     result = tick(retrain_on_drift, instance, None, retrain_policy=strict)
     assert not result.run_requests
     assert "2008-09: empty month (0 rows)" in skip_message(result)
@@ -163,23 +173,28 @@ def test_an_empty_month_never_triggers(instance: dg.DagsterInstance) -> None:
 
 def test_a_month_without_drift_numbers_does_not_trigger(instance: dg.DagsterInstance) -> None:
     report_drift(instance, "2009-02", rows=40, prediction_drift=NAN, drifted_share=0.0)
-    result = tick(retrain_on_drift, instance, None)
+    result = tick(retrain_on_drift, instance, None, retrain_policy=SCENARIO_POLICY)
     assert not result.run_requests
-    assert "not computed" in skip_message(result)
+    assert "prediction drift not computed" in skip_message(result)
 
 
 def test_thresholds_are_configuration(instance: dg.DagsterInstance) -> None:
     report_drift(instance, "2009-04", prediction_drift=0.25, drifted_share=0.3)
-    lenient = RetrainPolicy(prediction_drift_threshold=0.3, drifted_share_threshold=0.5)
+    both = ["prediction_drift", "drifted_share"]
+    lenient = RetrainPolicy(
+        signals=both, prediction_drift_threshold=0.3, drifted_share_threshold=0.5
+    )
     assert not tick(retrain_on_drift, instance, None, retrain_policy=lenient).run_requests
-    strict = RetrainPolicy(prediction_drift_threshold=0.5, drifted_share_threshold=0.2)
+    strict = RetrainPolicy(
+        signals=both, prediction_drift_threshold=0.5, drifted_share_threshold=0.2
+    )
     assert requested(tick(retrain_on_drift, instance, None, retrain_policy=strict))
 
 
 def test_cooldown_skips_months_too_close_to_the_last_retrain(instance: dg.DagsterInstance):
     for month in ("2009-03", "2009-04", "2009-05", "2009-06"):
         report_drift(instance, month, prediction_drift=0.3)
-    policy = RetrainPolicy(cooldown_months=2)
+    policy = RetrainPolicy(signals=["prediction_drift"], cooldown_months=2)
     first = tick(retrain_on_drift, instance, None, retrain_policy=policy)
     assert [p for p, _ in requested(first)] == ["2009-03-01", "2009-05-01"]
 
@@ -244,7 +259,7 @@ def test_a_report_without_the_contract_metadata_fails_loudly(instance: dg.Dagste
     ],
 )
 def test_judge_drift(metadata: dict[str, Any], drifted: bool) -> None:
-    assert judge_drift(metadata, SCENARIO_POLICY).drifted is drifted
+    assert judge_drift("2009-04-01", metadata, SCENARIO_POLICY).retrain is drifted
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,7 @@ resource, read from the environment.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,13 @@ from bank_marketing.data.landing import (
 )
 from bank_marketing.data.source import SourceError
 from bank_marketing.monitoring import alerts
-from bank_marketing.monitoring.policy import RetrainRule
+from bank_marketing.monitoring.policy import (
+    MonthSignals,
+    RetrainRule,
+    Verdict,
+    cooldown_blocks,
+    decide,
+)
 from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase
 
@@ -67,67 +71,20 @@ class DriftReportContractError(ValueError):
     """A drift_report materialization lacks the metadata the sensor reads."""
 
 
-@dataclass(frozen=True)
-class DriftVerdict:
-    """Whether one drift report asks for a retrain, and why."""
-
-    drifted: bool
-    reason: str
-
-
-def judge_drift(metadata: Mapping[str, Any], policy: RetrainPolicy) -> DriftVerdict:
-    """Whether a drift report's numbers cross the policy's thresholds (never for empty months)."""
+def judge_drift(
+    month: str,
+    metadata: Mapping[str, Any],
+    policy: RetrainRule,
+    last_trained: str | None = None,
+) -> Verdict:
+    """What the policy says of a drift report (:func:`bank_marketing.monitoring.policy.decide`,
+    cooldown included), from the numbers its materialization recorded."""
     missing = [key for key in REQUIRED_DRIFT_METADATA if key not in metadata]
     if missing:
         raise DriftReportContractError(
             f"drift_report metadata lacks {missing}; it has {sorted(metadata)}"
         )
-    rows = int(metadata["rows"])
-    prediction_drift = float(metadata["prediction_drift"])
-    drifted_share = float(metadata["drifted_share"])
-    if rows == 0:
-        return DriftVerdict(False, "empty month (0 rows)")
-    crossed = []
-    if not math.isnan(prediction_drift) and prediction_drift > policy.prediction_drift_threshold:
-        method = metadata.get("prediction_drift_method")
-        crossed.append(
-            f"prediction drift {prediction_drift:.3f}"
-            + (f" ({method})" if method else "")
-            + f" > {policy.prediction_drift_threshold}"
-        )
-    if not math.isnan(drifted_share) and drifted_share > policy.drifted_share_threshold:
-        crossed.append(f"drifted share {drifted_share:.2f} > {policy.drifted_share_threshold}")
-    if crossed:
-        return DriftVerdict(True, " and ".join(crossed))
-    return DriftVerdict(
-        False,
-        f"prediction drift {_shown(prediction_drift, 3)} <= {policy.prediction_drift_threshold}"
-        f" and drifted share {_shown(drifted_share, 2)} <= {policy.drifted_share_threshold}",
-    )
-
-
-def _shown(value: float, digits: int) -> str:
-    return "not computed" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def months_between(earlier: str, later: str) -> int:
-    """Whole months from one partition key (``YYYY-MM-DD``) to another."""
-    return (int(later[:4]) - int(earlier[:4])) * 12 + int(later[5:7]) - int(earlier[5:7])
-
-
-def cooldown_blocks(last_trained: str | None, month: str, cooldown_months: int) -> str | None:
-    """Why the cooldown forbids a retrain as of ``month``, or None when it allows one."""
-    if cooldown_months == 0 or last_trained is None:
-        return None
-    gap = months_between(last_trained, month)
-    if gap < 0:
-        return f"a training run as of the later month {last_trained[:7]} exists"
-    if gap < cooldown_months:
-        return (
-            f"cooldown: last training as of {last_trained[:7]}, {gap} month(s) before; "
-            f"at least {cooldown_months} required"
-        )
-    return None
+    return decide(policy, MonthSignals.from_metadata(month, metadata), last_trained)
 
 
 class _Retrains:
@@ -141,10 +98,15 @@ class _Retrains:
         self.skipped: list[str] = []
 
     def request(self, month: str, run_key: str, reason: str, tags: Mapping[str, str]) -> None:
+        """A retrain as of ``month`` unless the cooldown forbids it."""
         blocked = cooldown_blocks(self.last_trained, month, self.policy.cooldown_months)
         if blocked is not None:
             self.skipped.append(f"{month[:7]}: {reason}, but {blocked}")
             return
+        self.add(month, run_key, tags)
+
+    def add(self, month: str, run_key: str, tags: Mapping[str, str]) -> None:
+        """A retrain the policy already decided on (cooldown included)."""
         self.requests.append(
             dg.RunRequest(
                 run_key=run_key,
@@ -237,18 +199,17 @@ def _retrain_on_drift(
             raise ValueError(f"drift_report event {record.storage_id} has no partition")
         metadata = _metadata_values(record)
         try:
-            verdict = judge_drift(metadata, retrain_policy)
+            verdict = judge_drift(month, metadata, retrain_policy, retrains.last_trained)
         except DriftReportContractError as error:
             raise DriftReportContractError(
                 f"drift_report {month[:7]} (storage id {record.storage_id}): {error}"
             ) from error
-        if not verdict.drifted:
+        if not verdict.retrain:
             retrains.skip(f"{month[:7]}: {verdict.reason}")
             continue
-        retrains.request(
+        retrains.add(
             month,
             run_key=f"retrain-{month[:7]}-drift-{record.storage_id}",
-            reason=verdict.reason,
             tags={
                 "bank_marketing/drift_month": month[:7],
                 "bank_marketing/drift_reason": verdict.reason,
@@ -348,9 +309,10 @@ def _deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult
 
 
 RETRAIN_ON_DRIFT_DESCRIPTION = (
-    "Retrain as of a month whose drift_report crosses the retrain_policy thresholds "
-    "(prediction drift or drifted share); every new report is evaluated, empty months never "
-    "trigger, and one report makes at most one run."
+    "Retrain as of a month when the retrain_policy says so of its drift_report's signals "
+    "(prediction drift, its p-value against sampling noise, realized and estimated ROC AUC "
+    "against the expected level, or a schedule), cooldown included; every new report is "
+    "evaluated, empty months never trigger, and one report makes at most one run."
 )
 
 RETRAIN_ON_GRAFANA_ALERT_DESCRIPTION = (
