@@ -168,6 +168,25 @@ def test_a_month_is_scored_and_reported_with_its_quality(monitored: Monitored) -
         stored["probability"].mean(), abs=ROUNDING_ERROR
     )
 
+    # The retraining signals: in their table, and in the metadata the sensor reads.
+    [signals] = monitored.db.read_retrain_signals(month).to_dict("records")
+    assert signals["model_version"] == "1" and signals["rows"] == 80
+    assert signals["prediction_drift"] == pytest.approx(row["prediction_drift"], rel=1e-9)
+    assert 0 < signals["drift_p_value"] <= 1 and signals["drift_null_sd"] > 0
+    assert signals["drift_z"] == pytest.approx(
+        (signals["prediction_drift"] - signals["drift_null_mean"]) / signals["drift_null_sd"]
+    )
+    assert signals["realized_roc_auc"] == pytest.approx(quality["roc_auc"], abs=1e-12)
+    combined = math.hypot(signals["realized_roc_auc_se"], signals["expected_roc_auc_se"])
+    assert signals["realized_z"] == pytest.approx(
+        (signals["realized_roc_auc"] - signals["expected_roc_auc"]) / combined
+    )
+    assert signals["estimated_drop"] == pytest.approx(
+        signals["expected_roc_auc"] - signals["estimated_roc_auc"]
+    )
+    for key in ("drift_p_value", "drift_z", "realized_z", "estimated_drop"):
+        assert meta[key] == pytest.approx(signals[key], rel=1e-12), key
+
     run = monitored.client.get_run(meta["mlflow_run_id"])
     assert run.data.tags["kind"] == "drift_report" and run.data.tags["month"] == "2008-10"
     assert run.data.tags["model_version"] == "1"
@@ -199,6 +218,11 @@ def test_the_empty_month_gets_a_report_that_says_so(monitored: Monitored) -> Non
     assert row["rows"] == 0 and row["note"] == meta["note"]
     assert all(row[k] is None or math.isnan(row[k]) for k in ("drifted_share", "prediction_drift"))
     assert monitored.db.read_monthly_quality(month).empty
+    [signals] = monitored.db.read_retrain_signals(month).to_dict("records")
+    assert signals["rows"] == 0
+    assert all(
+        signals[k] is None or math.isnan(signals[k]) for k in ("drift_p_value", "realized_z")
+    )
 
 
 def test_categories_never_seen_in_training_are_scored(monitored: Monitored) -> None:

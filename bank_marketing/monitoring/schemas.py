@@ -129,6 +129,40 @@ class MonthlyQuality(pa.DataFrameModel):
         ordered = True
 
 
+class RetrainSignals(pa.DataFrameModel):
+    """One month's retraining signals for the model that scored it: the retrain_signals row."""
+
+    month: Series[pd.Timestamp] = pa.Field(description="First day of the month.")
+    model_version: Series[str] = pa.Field(str_length=NON_EMPTY, description="The scoring model.")
+    rows: Series[int] = pa.Field(ge=0, description="Contacts in the month.")
+    prediction_drift: Series[float] = pa.Field(ge=0.0, nullable=True)
+    drift_null_mean: Series[float] = pa.Field(ge=0.0, nullable=True)
+    drift_null_sd: Series[float] = pa.Field(ge=0.0, nullable=True)
+    drift_z: Series[float] = pa.Field(nullable=True)
+    drift_p_value: Series[float] = pa.Field(gt=0.0, le=1.0, nullable=True)
+    expected_roc_auc: Series[float] = pa.Field(**SHARE, nullable=True)
+    expected_roc_auc_se: Series[float] = pa.Field(ge=0.0, nullable=True)
+    realized_roc_auc: Series[float] = pa.Field(**SHARE, nullable=True)
+    realized_roc_auc_se: Series[float] = pa.Field(ge=0.0, nullable=True)
+    realized_z: Series[float] = pa.Field(nullable=True)
+    estimated_roc_auc: Series[float] = pa.Field(**SHARE, nullable=True)
+    estimated_roc_auc_error: Series[float] = pa.Field(ge=0.0, nullable=True)
+    estimated_drop: Series[float] = pa.Field(ge=-1.0, le=1.0, nullable=True)
+    note: Series[str] = pa.Field(nullable=True, description="Why a signal was not computed.")
+    computed_at: Series[UtcTimestamp] = pa.Field(description="When they were measured (UTC).")
+
+    @pa.dataframe_check(description="Drift signals are missing exactly when the month is empty.")
+    @classmethod
+    def drift_only_with_rows(cls, frame: pd.DataFrame) -> pd.Series:
+        values = frame[["prediction_drift", "drift_p_value"]]
+        empty = frame["rows"] == 0
+        return (empty & values.isna().all(axis=1)) | (~empty & values.notna().all(axis=1))
+
+    class Config:
+        strict = True
+        ordered = True
+
+
 def for_month(model: type[pa.DataFrameModel], month: pd.Timestamp) -> pa.DataFrameSchema:
     """``model``'s schema with every row's month equal to ``month`` (the partition)."""
     return model.to_schema().update_columns({"month": {"checks": [pa.Check.eq(month)]}})

@@ -136,6 +136,34 @@ monthly_quality = sa.Table(
 )
 
 
+retrain_signals = sa.Table(
+    "retrain_signals",
+    metadata,
+    sa.Column("month", sa.Date, primary_key=True, comment="Month the signals are of."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Model that scored it."),
+    sa.Column("rows", sa.Integer, nullable=False, comment="Contacts in the month."),
+    sa.Column("prediction_drift", sa.Double, comment="Normed Wasserstein of the probability."),
+    sa.Column(
+        "drift_null_mean",
+        sa.Double,
+        comment="Its mean over months of this size drawn from the reference.",
+    ),
+    sa.Column("drift_null_sd", sa.Double, comment="Their standard deviation."),
+    sa.Column("drift_z", sa.Double, comment="(prediction_drift - null mean) / null sd."),
+    sa.Column("drift_p_value", sa.Double, comment="Share of those months drifting as much."),
+    sa.Column("expected_roc_auc", sa.Double, comment="The model's ROC AUC on its reference."),
+    sa.Column("expected_roc_auc_se", sa.Double, comment="Its day-bootstrap standard error."),
+    sa.Column("realized_roc_auc", sa.Double, comment="ROC AUC on the month; null before labels."),
+    sa.Column("realized_roc_auc_se", sa.Double, comment="Its day-bootstrap standard error."),
+    sa.Column("realized_z", sa.Double, comment="(realized - expected) / both errors combined."),
+    sa.Column("estimated_roc_auc", sa.Double, comment="CBPE's label-free estimate."),
+    sa.Column("estimated_roc_auc_error", sa.Double, comment="The estimate's stated error."),
+    sa.Column("estimated_drop", sa.Double, comment="expected_roc_auc - estimated_roc_auc."),
+    sa.Column("note", sa.Text, comment="Why a signal was not computed, when one was not."),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def _rows(frame: pd.DataFrame) -> list[dict[str, object]]:
     """Plain Python values for the driver: dates for months, None for NaN and NaT."""
     rows = []
@@ -167,15 +195,22 @@ def replace_predictions(engine: sa.Engine, month: date, scores: pd.DataFrame) ->
 
 
 def replace_drift_report(
-    engine: sa.Engine, month: date, report: pd.DataFrame, quality: pd.DataFrame | None
+    engine: sa.Engine,
+    month: date,
+    report: pd.DataFrame,
+    quality: pd.DataFrame | None,
+    signals: pd.DataFrame | None = None,
 ) -> None:
-    """Replace ``month``'s drift report row and its quality row (none: the month has no labels)."""
+    """Replace ``month``'s drift report row, its quality row (none: the month has no labels) and
+    its retraining signals row, in one transaction."""
     with engine.begin() as connection:
-        for table in (drift_reports, monthly_quality):
+        for table in (drift_reports, monthly_quality, retrain_signals):
             connection.execute(sa.delete(table).where(table.c.month == month))
         connection.execute(sa.insert(drift_reports), _rows(report))
         if quality is not None:
             connection.execute(sa.insert(monthly_quality), _rows(quality))
+        if signals is not None:
+            connection.execute(sa.insert(retrain_signals), _rows(signals))
 
 
 def _read(engine: sa.Engine, table: sa.Table, month: date | None, *order: str) -> pd.DataFrame:
@@ -196,6 +231,10 @@ def read_drift_reports(engine: sa.Engine, month: date | None = None) -> pd.DataF
 
 def read_monthly_quality(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
     return _read(engine, monthly_quality, month, "month")
+
+
+def read_retrain_signals(engine: sa.Engine, month: date | None = None) -> pd.DataFrame:
+    return _read(engine, retrain_signals, month, "month")
 
 
 # Grafana alerts that reached the webhook (see ``bank_marketing.monitoring.alerts``).

@@ -109,10 +109,14 @@ class MonitoringDatabase(dg.ConfigurableResource):
             return store.read_predictions(engine, month)
 
     def replace_drift_report(
-        self, month: date, report: pd.DataFrame, quality: pd.DataFrame | None
+        self,
+        month: date,
+        report: pd.DataFrame,
+        quality: pd.DataFrame | None,
+        signals: pd.DataFrame | None = None,
     ) -> None:
         with self.engine() as engine:
-            store.replace_drift_report(engine, month, report, quality)
+            store.replace_drift_report(engine, month, report, quality, signals)
 
     def read_drift_reports(self, month: date | None = None) -> pd.DataFrame:
         with self.engine() as engine:
@@ -121,6 +125,10 @@ class MonitoringDatabase(dg.ConfigurableResource):
     def read_monthly_quality(self, month: date | None = None) -> pd.DataFrame:
         with self.engine() as engine:
             return store.read_monthly_quality(engine, month)
+
+    def read_retrain_signals(self, month: date | None = None) -> pd.DataFrame:
+        with self.engine() as engine:
+            return store.read_retrain_signals(engine, month)
 
     def reports_folder(self) -> Path:
         """Where HTML drift reports go, created on first use."""

@@ -8,10 +8,12 @@ monitoring database, so a broken report reaches neither the sensors nor the dash
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
@@ -22,6 +24,7 @@ from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from bank_marketing.monitoring import drift, quality, schemas
+from bank_marketing.monitoring.measure import SIGNAL_COLUMNS, Measurement, Reference, measure
 from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
 from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
 from bank_marketing.orchestration.assets.metadata import mlflow_run_links, mlflow_run_url, rounded
@@ -29,12 +32,18 @@ from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.serving.model import LoadedModel, load_version
 from bank_marketing.training import registry
+from bank_marketing.training.features import labels
 from bank_marketing.training.tracking import MODEL_NAME
+from bank_marketing.training.windows import call_days
 
 GROUP = "monitoring"
 PREDICTIONS_CHECK = "valid_predictions"
 DRIFT_CHECK = "valid_drift_metrics"
 FAILURE_SAMPLE = 10
+# The numbers of the retrain_signals row, in the metadata and the monitoring run's metrics.
+SIGNALS = SIGNAL_COLUMNS[1:-1]
+# Signals the retraining sensor compares with thresholds: kept with every digit in the metadata.
+EXACT_SIGNALS = ("drift_p_value", "drift_z", "realized_z", "estimated_drop", "estimated_roc_auc")
 T = TypeVar("T")
 
 with warnings.catch_warnings():
@@ -126,9 +135,10 @@ class DriftReportConfig(dg.Config):
             DRIFT_CHECK,
             asset="drift_report",
             blocking=True,
-            description="The drift numbers (and realized quality) are sound: shares in [0, 1], "
-            "counts within the columns checked, the partition's month; checked before the "
-            "drift_reports and monthly_quality tables are written.",
+            description="The drift numbers, realized quality and retraining signals are sound: "
+            "shares and ROC AUCs in [0, 1], counts within the columns checked, the partition's "
+            "month; checked before the drift_reports, monthly_quality and retrain_signals "
+            "tables are written.",
         )
     ],
 )
@@ -170,16 +180,21 @@ def drift_report(
         config.prediction_drift_method,
         metadata={"month": label, "model_version": version, "reference_run_id": model.run_id},
     )
+    labelled = quality.has_labels(contacts)
+    signals = _signals(reference, contacts, current[drift.PREDICTION].to_numpy(), labelled)
     computed_at = pd.Timestamp.now(tz="UTC")
     path = _reports_folder(db) / f"drift_{label}.html"
     row = result.as_row(month, version, path, computed_at)
+    signals_row = signals.as_row(month, version, computed_at)
     realized = None
-    if quality.has_labels(contacts):
+    if labelled:
         measured = quality.realized_quality(contacts, current[drift.PREDICTION].to_numpy())
         realized = quality.quality_row(month, version, measured, computed_at)
     failures = _failures(schemas.for_month(schemas.DriftMetrics, month), row)
     if realized is not None and failures is None:
         failures = _failures(schemas.for_month(schemas.MonthlyQuality, month), realized)
+    if failures is None:
+        failures = _failures(schemas.for_month(schemas.RetrainSignals, month), signals_row)
     yield _check_result(DRIFT_CHECK, failures, {"model_version": version, "rows": result.rows})
     if failures is not None:
         raise dg.Failure(
@@ -188,7 +203,7 @@ def drift_report(
             allow_retries=False,
         )
 
-    run = _keep(context, db, result, row, realized, path, model)
+    run = _keep(context, db, result, row, realized, signals_row, path, model)
     ui_url = context.resources.mlflow.ui_url
     metadata: dict[str, Any] = {
         "month": label,
@@ -207,11 +222,14 @@ def drift_report(
         "input_columns": result.input_columns,
         "prediction_drifted": result.prediction_drifted,
         "evidently_tests_failed": f"{result.tests_failed} of {result.tests_total}",
+        **{name: float(value) for name, value in asdict(signals).items() if name in SIGNALS},
         **mlflow_run_links(ui_url, run.experiment_id, run.run_id),
         "tables": f"drift_reports, monthly_quality in {db.describe()}",
     }
     if result.note:
         metadata["note"] = result.note
+    if signals.note:
+        metadata["signals_note"] = signals.note
     if result.columns:
         metadata["column_drift"] = dg.MetadataValue.md(
             result.column_table().to_markdown(index=False, floatfmt=".4f")
@@ -234,7 +252,7 @@ def drift_report(
             "quality": None if realized is None else realized.iloc[0].to_dict(),
         },
         # The retraining sensor compares these with its thresholds.
-        metadata=rounded(metadata, exact=("prediction_drift", "drifted_share")),
+        metadata=rounded(metadata, exact=("prediction_drift", "drifted_share", *EXACT_SIGNALS)),
     )
 
 
@@ -244,6 +262,7 @@ def _keep(
     result: drift.DriftResult,
     row: pd.DataFrame,
     realized: pd.DataFrame | None,
+    signals_row: pd.DataFrame,
     path: Path,
     model: LoadedModel,
 ) -> RunInfo:
@@ -279,7 +298,7 @@ def _keep(
                     "reference_rows": result.reference_rows,
                 }
             )
-            numbers = row.iloc[0].to_dict()
+            numbers = {**signals_row.iloc[0].to_dict(), **row.iloc[0].to_dict()}
             if realized is not None:
                 numbers.update(realized.iloc[0].to_dict())
             mlflow.log_metrics(
@@ -291,6 +310,7 @@ def _keep(
                         "prediction_drift",
                         "missing_share",
                         *quality.QUALITY_METRICS,
+                        *SIGNALS,
                     )
                     if name in numbers and pd.notna(numbers[name])
                 }
@@ -298,7 +318,7 @@ def _keep(
             _write(
                 db,
                 f"drift_report {label}",
-                lambda: db.replace_drift_report(month.date(), row, realized),
+                lambda: db.replace_drift_report(month.date(), row, realized, signals_row),
             )
         os.replace(partial, path)
     except MlflowException as error:
@@ -309,6 +329,23 @@ def _keep(
     finally:
         partial.unlink(missing_ok=True)
     return run.info
+
+
+def _signals(
+    reference: pd.DataFrame, contacts: pd.DataFrame, probability: np.ndarray, labelled: bool
+) -> Measurement:
+    """The month's retraining signals against the model's reference data (its validation rows,
+    with their outcomes), as the policy backtest measures them."""
+    return measure(
+        Reference.build(
+            reference[drift.PREDICTION].to_numpy(),
+            labels(reference),
+            call_days(reference).to_numpy(),
+        ),
+        probability,
+        labels(contacts) if labelled else None,
+        call_days(contacts).to_numpy() if len(contacts) else np.empty(0, dtype=object),
+    )
 
 
 def _report_artifact(path: Path) -> str:
