@@ -50,12 +50,15 @@ QUICK_TRAINING = REPO / "bank_marketing_tests" / "quick_training.yaml"
 @pytest.fixture(scope="session", autouse=True)
 def _session_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """MLflow falls back to ./mlflow.db when no URI is set: keep any such use in a temp folder.
-    Training rounds start from the quick training defaults."""
+    Training rounds start from the quick training defaults. The loop's tests retrain on
+    prediction drift, which fires in nearly every month, so a short replay or a few landed
+    months exercise the retraining path; the default policy (a schedule) has its own tests."""
     default = tmp_path_factory.mktemp("mlflow-default") / "mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{default}")
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         patch.setenv("BANK_MARKETING_TRAINING_CONFIG", str(QUICK_TRAINING))
+        patch.setenv("BANK_MARKETING_RETRAIN_SIGNALS", "prediction_drift")
         yield
 
 

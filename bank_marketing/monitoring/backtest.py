@@ -368,12 +368,12 @@ class PolicyRun:
         return {
             "policy": self.name,
             "retrains": retrains,
-            "retrains_2009": int(frame["retrained"][year == "2009"].sum()),
-            "retrains_2010": int(frame["retrained"][year == "2010"].sum()),
             "mean_roc_auc_2009": float(frame["roc_auc"][year == "2009"].mean()),
             "mean_roc_auc_2010": float(frame["roc_auc"][year == "2010"].mean()),
             "mean_roc_auc": mean,
             "auc_gain_per_retrain": gain,
+            "retrains_2009": int(frame["retrained"][year == "2009"].sum()),
+            "retrains_2010": int(frame["retrained"][year == "2010"].sum()),
             "rule": describe_rule(self.rule),
         }
 
@@ -388,6 +388,7 @@ def describe_rule(rule: RetrainRule) -> str:
     thresholds = {
         "prediction_drift": f"prediction_drift>{rule.prediction_drift_threshold:g}",
         "drift_p_value": f"drift_p_value<{rule.drift_p_value_threshold:g}",
+        "drift_z": f"drift_z>{rule.drift_z_threshold:g}",
         "realized_performance": f"realized_z<-{rule.realized_z_threshold:g}",
         "estimated_performance": f"estimated_drop>{rule.estimated_drop_threshold:g}",
         "drifted_share": f"drifted_share>{rule.drifted_share_threshold:g}",
@@ -402,7 +403,9 @@ def describe_rule(rule: RetrainRule) -> str:
 # 12 months of 2009, half of them (the replay's goal allows 12 retrains over 23 months).
 BUDGET_2009 = 6
 SCHEDULES = (1, 2, 3, 4, 6)
-P_VALUES = (0.001, 0.01, 0.05)
+# The smallest p-value 500 resamples give is 1/501, about 0.002.
+P_VALUES = (0.005, 0.01, 0.05)
+DRIFT_Z = (10.0, 20.0, 40.0, 80.0)
 REALIZED_Z = (1.0, 2.0, 3.0)
 ESTIMATED_DROPS = (0.02, 0.05, 0.1)
 COOLDOWNS = (1, 2)
@@ -428,6 +431,10 @@ def catalog() -> dict[str, RetrainRule]:
         for p in P_VALUES:
             rules[f"drift p-value < {p:g}, cooldown {cooldown}"] = RetrainRule(
                 signals=["drift_p_value"], drift_p_value_threshold=p, cooldown_months=cooldown
+            )
+        for z in DRIFT_Z:
+            rules[f"drift z > {z:g}, cooldown {cooldown}"] = RetrainRule(
+                signals=["drift_z"], drift_z_threshold=z, cooldown_months=cooldown
             )
         for z in REALIZED_Z:
             rules[f"realized ROC AUC z < -{z:g}, cooldown {cooldown}"] = RetrainRule(
@@ -462,9 +469,10 @@ def best_by_2009(summaries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | 
 def combinations(
     rules: Mapping[str, RetrainRule], summaries: Sequence[Mapping[str, Any]]
 ) -> dict[str, RetrainRule]:
-    """The best threshold of each signal on 2009, combined two by two (any, all)."""
+    """The best threshold of each signal on 2009, combined two by two (any, all), and each with
+    a schedule of 3, 4 or 6 months behind it."""
     best: dict[str, RetrainRule] = {}
-    for signal in ("drift_p_value", "realized_performance", "estimated_performance"):
+    for signal in ("drift_p_value", "drift_z", "realized_performance", "estimated_performance"):
         chosen = best_by_2009([s for s in summaries if rules[s["policy"]].signals == [signal]])
         if chosen is not None:
             best[signal] = rules[chosen["policy"]]
@@ -479,6 +487,7 @@ def combinations(
                         "signals": [first, second],
                         "combine": combine,
                         "drift_p_value_threshold": _pick(a, b, "drift_p_value_threshold"),
+                        "drift_z_threshold": _pick(a, b, "drift_z_threshold"),
                         "realized_z_threshold": _pick(a, b, "realized_z_threshold"),
                         "estimated_drop_threshold": _pick(a, b, "estimated_drop_threshold"),
                         "cooldown_months": min(a.cooldown_months, b.cooldown_months),
@@ -487,12 +496,25 @@ def combinations(
                 word = " or " if combine == "any" else " and "
                 name = word.join(_short(rule, signal) for signal in rule.signals)
                 combined[f"{name}, cooldown {rule.cooldown_months}"] = rule
+    # A signal with a schedule behind it: retrain on the signal, or when the schedule is due.
+    for signal, rule in best.items():
+        for months in SCHEDULES[2:]:
+            fallback = rule.model_copy(
+                update={
+                    "signals": [signal, "schedule"],
+                    "combine": "any",
+                    "schedule_months": months,
+                }
+            )
+            name = f"{_short(rule, signal)} or {schedule_name(months)}"
+            combined[f"{name}, cooldown {rule.cooldown_months}"] = fallback
     return combined
 
 
 def _short(rule: RetrainRule, signal: str) -> str:
     return {
         "drift_p_value": f"drift p-value < {rule.drift_p_value_threshold:g}",
+        "drift_z": f"drift z > {rule.drift_z_threshold:g}",
         "realized_performance": f"realized ROC AUC z < -{rule.realized_z_threshold:g}",
         "estimated_performance": f"CBPE drop > {rule.estimated_drop_threshold:g}",
     }[signal]
@@ -502,6 +524,7 @@ def _pick(a: RetrainRule, b: RetrainRule, name: str) -> Any:
     """The value of a threshold from the rule that uses it (the other keeps the default)."""
     signal = {
         "drift_p_value_threshold": "drift_p_value",
+        "drift_z_threshold": "drift_z",
         "realized_z_threshold": "realized_performance",
         "estimated_drop_threshold": "estimated_performance",
     }[name]
@@ -556,6 +579,51 @@ def choose(summaries: Sequence[Mapping[str, Any]], rules: Mapping[str, RetrainRu
 
 
 @dataclass(frozen=True)
+class Confirmation:
+    """What 2010, held out, says of the choice made on 2009, and the default that follows."""
+
+    default: str
+    confirmed: bool
+    reason: str
+
+
+def confirm(
+    choice: Choice, summaries: Sequence[Mapping[str, Any]], rules: Mapping[str, RetrainRule]
+) -> Confirmation:
+    """The choice is kept if, on 2010, it beats the best fixed schedule with as many retrains in
+    2010 or fewer; otherwise the default is the fixed schedule it is equivalent to (the same
+    number of retrains over the whole range, or the nearest; the better on 2009 on a tie)."""
+    by_name = {s["policy"]: s for s in summaries}
+    chosen = by_name[choice.policy]
+    if is_schedule(rules[choice.policy]):
+        return Confirmation(
+            choice.policy, True, f"the choice on 2009 is a schedule, {choice.policy}"
+        )
+    schedules = [s for s in summaries if is_schedule(rules[s["policy"]])]
+    fair = max(
+        (s for s in schedules if s["retrains_2010"] <= chosen["retrains_2010"]),
+        key=lambda s: (s["mean_roc_auc_2010"], -s["retrains_2010"]),
+    )
+    scores = (
+        f"on 2010 (held out) {choice.policy} scores {chosen['mean_roc_auc_2010']:.4f} with "
+        f"{chosen['retrains_2010']} retrains, {fair['policy']} {fair['mean_roc_auc_2010']:.4f} "
+        f"with {fair['retrains_2010']}"
+    )
+    if chosen["mean_roc_auc_2010"] > fair["mean_roc_auc_2010"]:
+        return Confirmation(choice.policy, True, f"{scores}: confirmed")
+    equivalent = min(
+        (s for s in schedules if s["retrains"] > 0),
+        key=lambda s: (abs(s["retrains"] - chosen["retrains"]), -s["mean_roc_auc_2009"]),
+    )
+    return Confirmation(
+        equivalent["policy"],
+        False,
+        f"{scores}: not confirmed, so the default is the fixed schedule with as many retrains "
+        f"({equivalent['retrains']} against {chosen['retrains']}), {equivalent['policy']}",
+    )
+
+
+@dataclass(frozen=True)
 class Tracking:
     """How well the label-free estimate (CBPE) followed the realized ROC AUC, month by month."""
 
@@ -583,6 +651,7 @@ class Outcome:
     summaries: pd.DataFrame
     months: pd.DataFrame
     choice: Choice
+    confirmation: Confirmation
     tracking: list[Tracking]
     rules: dict[str, RetrainRule]
 
@@ -614,10 +683,12 @@ def backtest(
     runs += more
     summaries += [run.summary(never) for run in more]
     by_name = {run.name: run for run in runs}
+    choice = choose(summaries, rules)
     return Outcome(
         summaries=pd.DataFrame(summaries),
         months=pd.concat([run.months for run in runs], ignore_index=True),
-        choice=choose(summaries, rules),
+        choice=choice,
+        confirmation=confirm(choice, summaries, rules),
         tracking=[tracking(by_name["never"]), tracking(by_name[schedule_name(1)])],
         rules=rules,
     )
@@ -633,7 +704,7 @@ def plot(outcome: Outcome, path: Path) -> Path:
 
     frame = outcome.summaries
     schedule = frame["policy"].map(lambda name: is_schedule(outcome.rules[name]))
-    figure, panels = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    figure, panels = plt.subplots(1, 2, figsize=(12, 4.8))
     for axes, year in zip(panels, ("2009", "2010"), strict=True):
         x, y = f"retrains_{year}", f"mean_roc_auc_{year}"
         fixed = frame[schedule].sort_values(x)
@@ -650,6 +721,7 @@ def plot(outcome: Outcome, path: Path) -> Path:
         for signal, color in (
             ("prediction_drift", "tab:red"),
             ("drift_p_value", "tab:orange"),
+            ("drift_z", "tab:brown"),
             ("realized_performance", "tab:blue"),
             ("estimated_performance", "tab:green"),
         ):
@@ -658,20 +730,32 @@ def plot(outcome: Outcome, path: Path) -> Path:
             axes.scatter(chosen[x], chosen[y], color=color, alpha=0.8, label=signal)
         combined = others[others["policy"].map(lambda n: len(outcome.rules[n].signals) > 1)]
         axes.scatter(combined[x], combined[y], color="tab:purple", marker="^", label="two signals")
-        default = frame[frame["policy"] == outcome.choice.policy]
+        chosen = frame[frame["policy"] == outcome.choice.policy]
         axes.scatter(
-            default[x],
-            default[y],
+            chosen[x],
+            chosen[y],
             s=220,
             facecolors="none",
             edgecolors="black",
             linewidths=2,
-            label="default (chosen on 2009)",
+            label="chosen on 2009",
+        )
+        default = frame[frame["policy"] == outcome.confirmation.default]
+        axes.scatter(
+            default[x],
+            default[y],
+            s=360,
+            marker="*",
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=1.5,
+            label="the default",
         )
         axes.set_xlabel(f"retrains as of months of {year}")
         axes.set_title(f"{year}" + (": choose" if year == "2009" else ": held out, report"))
         axes.grid(alpha=0.3)
-    panels[0].set_ylabel("mean monthly ROC AUC (month-ahead)")
+    for axes in panels:
+        axes.set_ylabel("mean monthly ROC AUC (month-ahead)")
     panels[1].legend(loc="lower right", fontsize=7)
     figure.suptitle("bank-marketing: retraining policies on the history")
     path.parent.mkdir(parents=True, exist_ok=True)

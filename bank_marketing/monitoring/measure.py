@@ -110,6 +110,7 @@ class Measurement:
             prediction_drift=self.prediction_drift,
             drifted_share=drifted_share,
             drift_p_value=self.drift_p_value,
+            drift_z=self.drift_z,
             realized_z=self.realized_z,
             estimated_drop=self.estimated_drop,
         )
