@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--no-baselines",
         action="store_true",
-        help="Skip the frozen and monthly-retrained baselines (and the plot).",
+        help="Skip the baselines (the frozen first champion, a round every month, the best "
+        "fixed schedule) and the plot.",
     )
     land = commands.add_parser(
         "land",
@@ -277,7 +278,7 @@ def _policies(settings: Settings, args: argparse.Namespace, console: Console) ->
         inputs=settings.model_inputs,
         window=window,
         params=params,
-        cache_dir=settings.home / "cache" / "policies",
+        cache_dir=settings.policy_cache_dir,
         data_sha256=loaded.sha256,
         jobs=args.jobs,
         progress=bar(f"rounds as of {as_ofs[0]}..{as_ofs[-1]}"),
@@ -571,7 +572,10 @@ def _report(settings: Settings, result, console: Console, *, baselines: bool) ->
     from bank_marketing.orchestration import replay_report
 
     if baselines:
-        console.say("Scoring the baselines (frozen first champion; retrained every month)...")
+        console.say(
+            "Scoring the baselines (the frozen first champion, a round every month, the best "
+            "fixed schedule; the rounds are cached with the policy backtest's)..."
+        )
     scores = replay_report.baselines(settings, result) if baselines else {}
     months = replay_report.frame(result, scores)
     console.say(replay_report.table(months))
@@ -582,6 +586,11 @@ def _report(settings: Settings, result, console: Console, *, baselines: bool) ->
     if scores:
         png = replay_report.plot(months, scores, settings.reports_dir / "replay_roc_auc.png")
         console.say(f"plot: {png}")
+    from tabulate import tabulate
+
+    console.say(
+        tabulate(replay_report.by_year(months), headers="keys", showindex=False, floatfmt=".4f")
+    )
     console.say(replay_report.summary(result, scores))
     return 0
 

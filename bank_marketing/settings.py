@@ -127,6 +127,12 @@ class Settings:
         return self.home / "downloads"
 
     @property
+    def policy_cache_dir(self) -> Path:
+        """Every family fitted as of every month, for the policy backtest and the replay's
+        baselines (``bank_marketing.monitoring.backtest``)."""
+        return self.home / "cache" / "policies"
+
+    @property
     def storage_dir(self) -> Path:
         return self.home / "storage"
 

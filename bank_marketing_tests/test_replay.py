@@ -60,13 +60,15 @@ def test_the_baselines_score_the_replayed_months_as_the_report_shows_them(
         monkeypatch.setenv(variable, value)
     result = replayed_stack.result
     scores = replay_report.baselines(Settings.from_env(), result)
-    frozen, monthly = (
-        scores[f"{replay_report.FROZEN} (v{result.first_champion})"],
-        scores[f"{result.first_champion_family} {replay_report.MONTHLY}"],
-    )
+    frozen = scores.pop(f"{replay_report.FROZEN} (v{result.first_champion})")
+    monthly = scores.pop(replay_report.MONTHLY)
+    [(best_name, best)] = scores.items()
+    assert best_name.startswith(f"{replay_report.BEST_SCHEDULE}: every ")
     keys = [f"{month}-01" for month in REPLAYED_MONTHS]
-    assert sorted(frozen) == sorted(monthly) == keys
+    assert sorted(frozen) == sorted(monthly) == sorted(best) == keys
     assert all(0.5 < frozen[key] < 1 and 0.5 < monthly[key] < 1 for key in keys)
+    # Every series scores the first month with the first champion.
+    assert frozen[keys[0]] == monthly[keys[0]] == best[keys[0]]
     # Where the loop's month was scored by the first champion, the frozen baseline is that score.
     first = [m for m in result.months if m.scored_by == result.first_champion]
     assert first

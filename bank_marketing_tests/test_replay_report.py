@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
 from bank_marketing.benchmarks import replay as replay_benchmark
 from bank_marketing.orchestration import replay_report
 from bank_marketing.orchestration.replay import Replay, ReplayMonth
@@ -44,6 +46,17 @@ def test_summary_means_each_series_over_the_months_it_has_and_counts_retrains() 
         "mean monthly ROC AUC 2009-01..2009-03: closed loop 0.650 (1 retrains), frozen 0.550, "
         "monthly 0.800"
     )
+
+
+def test_by_year_means_each_series_over_each_years_months() -> None:
+    replay = _replay()
+    replay.months.append(ReplayMonth("2010-01", 90, 0.5, 0.3, 2, "9", 0.9))
+    baselines = {name: {**scores, "2010-01-01": 0.4} for name, scores in BASELINES.items()}
+    years = replay_report.by_year(replay_report.frame(replay, baselines)).set_index("series")
+    assert list(years.columns) == ["mean_roc_auc_2009", "mean_roc_auc_2010", "mean_roc_auc"]
+    loop = years.loc[replay_report.LOOP].tolist()
+    assert loop == pytest.approx([0.65, 0.9, (0.6 + 0.7 + 0.9) / 3])
+    assert years.loc["frozen"].tolist() == pytest.approx([0.55, 0.4, 0.5])
 
 
 def test_plot_is_written(tmp_path: Path) -> None:

@@ -118,6 +118,17 @@ def report(run: Run, serve: bool, plot: Path | None) -> str:
         f"most {GOAL_RETRAINS}: {_met(loop >= GOAL_ROC_AUC and retrains <= GOAL_RETRAINS)})",
         "",
     ]
+    years = replay_report.by_year(months)
+    lines += [
+        "| series | "
+        + " | ".join(c.removeprefix("mean_roc_auc_") for c in years.columns[1:])
+        + " |",
+        "|" + "---|" * len(years.columns),
+    ]
+    for row in years.to_dict("records"):
+        cells = [row["series"], *(replay_report.number(row[c]) for c in years.columns[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
     if plot is not None:
         lines += [f"![monthly ROC AUC]({plot.as_posix()})", ""]
     baseline_columns = [c for c in months.columns if c.startswith("roc_auc_")]

@@ -15,7 +15,8 @@ from bank_marketing.training.baselines import mean_score
 
 LOOP = "closed loop"
 FROZEN = "frozen after the first champion"
-MONTHLY = "retrained every month"
+MONTHLY = "retrained every month, the rule's family each round"
+BEST_SCHEDULE = "best fixed schedule"
 
 
 def frame(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
@@ -42,35 +43,55 @@ def frame(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> pd.Da
 
 
 def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]:
-    """The first champion frozen, and its family retrained every month, on the same months."""
-    from mlflow import MlflowClient
-
+    """Fair baselines on the replay's months, from the policy backtest (the same fits, cached
+    and shared with ``bank-marketing policies``): the first champion frozen, a round every month
+    with the family the promotion rule picks each time, and the best fixed schedule."""
     from bank_marketing.data.months import recover_months
     from bank_marketing.data.source import load_contacts
-    from bank_marketing.serving.model import load_version
-    from bank_marketing.training import baselines as month_ahead
-    from bank_marketing.training.config import FAMILY_PARAMS, Inputs, WindowSplit
-    from bank_marketing.training.features import DEFAULT_INPUTS
-
-    contacts = load_contacts(settings.source, settings.cache_dir).frame
-    by_month = month_ahead.by_month(contacts, recover_months(contacts["month"]))
-    keys = [f"{m.month}-01" for m in replay.months]
-    first = load_version(MlflowClient(settings.mlflow_tracking_uri), replay.first_champion)
-    inputs = Inputs(columns=list(first.inputs or DEFAULT_INPUTS), day_of_year=first.day_of_year)
-    config = FAMILY_PARAMS[first.family]()
-    window = WindowSplit()
-    monthly = month_ahead.retrained_every_month(
-        by_month,
-        keys,
-        fit=lambda train, validation: config.fit(first.family, inputs, train, validation),
-        window=window.window_months,
-        validation_share=window.validation_share,
-        seed=window.seed,
-        split_by=window.split_by,
+    from bank_marketing.monitoring import backtest
+    from bank_marketing.monitoring.policy import RetrainRule
+    from bank_marketing.training.config import (
+        FAMILY_PARAMS,
+        PromotionRule,
+        WindowSplit,
+        read_training_config,
     )
+
+    defaults = read_training_config(settings.training_config) if settings.training_config else {}
+    loaded = load_contacts(settings.source, settings.cache_dir)
+    frame = loaded.frame.assign(contact_month=recover_months(loaded.frame["month"]))
+    months = [m.month for m in replay.months]
+    history = backtest.fit_history(
+        frame,
+        [backtest.previous_month(months[0]), *months[:-1]],
+        inputs=settings.model_inputs,
+        window=WindowSplit(**defaults.get("training_set", {})),
+        params={
+            family: model(**defaults.get(f"{family}_candidate", {}))
+            for family, model in FAMILY_PARAMS.items()
+        },
+        cache_dir=settings.policy_cache_dir,
+        data_sha256=loaded.sha256,
+    )
+    runner = backtest.Backtest(history, PromotionRule(**defaults.get("champion_model", {})))
+
+    def scores(rule: RetrainRule) -> tuple[dict[str, float], int]:
+        run = runner.run("", rule, months)
+        by_month = dict(zip(run.months["month"] + "-01", run.months["roc_auc"], strict=True))
+        return by_month, int(run.months["retrained"].sum())
+
+    frozen, _ = scores(RetrainRule(signals=[]))
+    monthly, _ = scores(RetrainRule(signals=["schedule"], schedule_months=1, cooldown_months=0))
+    schedules = {
+        every: scores(RetrainRule(signals=["schedule"], schedule_months=every, cooldown_months=0))
+        for every in backtest.SCHEDULES[1:]
+    }
+    best = max(schedules, key=lambda every: mean_score(schedules[every][0]))
+    best_scores, best_retrains = schedules[best]
     return {
-        f"{FROZEN} (v{first.version})": month_ahead.frozen(first.pipeline, by_month, keys),
-        f"{first.family} {MONTHLY}": monthly,
+        f"{FROZEN} (v{replay.first_champion})": frozen,
+        MONTHLY: monthly,
+        f"{BEST_SCHEDULE}: {backtest.schedule_name(best)} ({best_retrains} retrains)": best_scores,
     }
 
 
@@ -111,6 +132,24 @@ def summary(replay: Replay, baselines: Mapping[str, Mapping[str, float]]) -> str
     parts = [f"{LOOP} {mean_score(loop):.3f} ({replay.retrains} retrains)"]
     parts += [f"{name} {mean_score(scores):.3f}" for name, scores in baselines.items()]
     return f"mean monthly ROC AUC {first}..{last}: " + ", ".join(parts)
+
+
+def by_year(months: pd.DataFrame) -> pd.DataFrame:
+    """Mean monthly ROC AUC of the loop and of each baseline over each year's months and over
+    all of them (the policy's default is chosen on 2009; 2010 is held out)."""
+    series = {LOOP: "roc_auc"}
+    series.update(
+        {c.removeprefix("roc_auc_"): c for c in months.columns if c.startswith("roc_auc_")}
+    )
+    year = months["month"].str[:4]
+    rows = []
+    for name, column in series.items():
+        row: dict[str, Any] = {"series": name}
+        for label in sorted(year.unique()):
+            row[f"mean_roc_auc_{label}"] = float(months[column][year == label].mean())
+        row["mean_roc_auc"] = float(months[column].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot(months: pd.DataFrame, baselines: Mapping[str, Mapping[str, float]], path: Path) -> Path:
