@@ -81,12 +81,14 @@ format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
 
-bench: install ## Rerun the benchmarks (ingest, training, serving (needs wrk), the replay, the loop under the daemon) and rewrite BENCHMARKS.md
+bench: install ## Rerun the benchmarks (ingest, training, serving (needs wrk), the replay, the policy backtest, the loop under the daemon) and rewrite BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.ingest --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.training --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.serving --write BENCHMARKS.md
 	$(UV) run --locked python -m bank_marketing.benchmarks.replay --write BENCHMARKS.md \
 		--plot docs/replay_roc_auc.png
+	$(UV) run --locked python -m bank_marketing.benchmarks.policies --write BENCHMARKS.md \
+		--plot docs/policies.png
 	$(UV) run --locked python -m bank_marketing.benchmarks.loop --write BENCHMARKS.md
 
 up: docker/.env ## Start the full stack in Docker: Postgres, MLflow, Dagster, Ray Serve, Grafana (docker/README.md)
