@@ -238,15 +238,7 @@ def _policies(settings: Settings, args: argparse.Namespace, console: Console) ->
 
     from tqdm import tqdm
 
-    from bank_marketing.data.months import recover_months
-    from bank_marketing.data.source import load_contacts
     from bank_marketing.monitoring import backtest
-    from bank_marketing.training.config import (
-        FAMILY_PARAMS,
-        PromotionRule,
-        WindowSplit,
-        read_training_config,
-    )
 
     months = backtest.month_keys(args.first, args.last)
     if not months or months[0] < "2008-06" or months[-1] > "2010-11":
@@ -255,15 +247,7 @@ def _policies(settings: Settings, args: argparse.Namespace, console: Console) ->
             "after its first (2008-06 .. 2010-11), the first not after the last"
         )
         return 2
-    defaults = read_training_config(settings.training_config) if settings.training_config else {}
-    params = {
-        family: model(**defaults.get(f"{family}_candidate", {}))
-        for family, model in FAMILY_PARAMS.items()
-    }
-    window = WindowSplit(**defaults.get("training_set", {}))
-    promotion = PromotionRule(**defaults.get("champion_model", {}))
-    loaded = load_contacts(settings.source, settings.cache_dir)
-    frame = loaded.frame.assign(contact_month=recover_months(loaded.frame["month"]))
+    prepared = backtest.setup(settings.source, settings.cache_dir, settings.training_config)
     as_ofs = [backtest.previous_month(months[0]), *months[:-1]]
 
     def bar(description: str):
@@ -273,17 +257,14 @@ def _policies(settings: Settings, args: argparse.Namespace, console: Console) ->
         return progress
 
     history = backtest.fit_history(
-        frame,
+        prepared,
         as_ofs,
         inputs=settings.model_inputs,
-        window=window,
-        params=params,
         cache_dir=settings.policy_cache_dir,
-        data_sha256=loaded.sha256,
         jobs=args.jobs,
         progress=bar(f"rounds as of {as_ofs[0]}..{as_ofs[-1]}"),
     )
-    outcome = backtest.backtest(history, promotion, months, progress=bar("policies"))
+    outcome = backtest.backtest(history, prepared.promotion, months, progress=bar("policies"))
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     csv = settings.reports_dir / "policies.csv"
     outcome.summaries.to_csv(csv, index=False, float_format="%.4f")

@@ -104,6 +104,39 @@ def previous_month(month: str) -> str:
     return f"{pd.Timestamp(f'{month}-01') - pd.offsets.MonthBegin(1):%Y-%m}"
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a backtest fits with: every contact (with its recovered month) and the training
+    defaults every round starts from."""
+
+    frame: pd.DataFrame
+    data_sha256: str
+    params: dict[str, CandidateParams]
+    window: WindowSplit
+    promotion: PromotionRule
+
+
+def setup(source: str, cache_dir: Path, training_config: Path | None) -> Setup:
+    """The contacts of ``source`` and the training defaults, with a file of training defaults
+    (``BANK_MARKETING_TRAINING_CONFIG``) applied as every round applies it."""
+    from bank_marketing.data.months import recover_months
+    from bank_marketing.data.source import load_contacts
+    from bank_marketing.training.config import FAMILY_PARAMS, read_training_config
+
+    defaults = read_training_config(training_config) if training_config else {}
+    loaded = load_contacts(source, cache_dir)
+    return Setup(
+        frame=loaded.frame.assign(contact_month=recover_months(loaded.frame["month"])),
+        data_sha256=loaded.sha256,
+        params={
+            family: model(**defaults.get(f"{family}_candidate", {}))
+            for family, model in FAMILY_PARAMS.items()
+        },
+        window=WindowSplit(**defaults.get("training_set", {})),
+        promotion=PromotionRule(**defaults.get("champion_model", {})),
+    )
+
+
 def cache_key(
     data_sha256: str,
     inputs: Inputs,
@@ -161,26 +194,25 @@ def _rows_by_month(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def fit_history(
-    frame: pd.DataFrame,
+    prepared: Setup,
     as_ofs: Sequence[str],
     *,
     inputs: Inputs,
-    window: WindowSplit,
-    params: Mapping[str, CandidateParams],
     cache_dir: Path,
-    data_sha256: str,
     jobs: int = 2,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
 ) -> History:
     """Every family fitted as of every month in ``as_ofs``, read from ``cache_dir`` when a round
     was fitted before with the same data, inputs, window and parameters.
 
-    ``frame``: every contact, indexed by source line, with ``contact_month``. Rounds not in the
-    cache are fitted in ``jobs`` processes and each is written to the cache as it finishes.
+    Rounds not in the cache are fitted in ``jobs`` processes and each is written to the cache as
+    it finishes.
     """
     from joblib import Parallel, delayed
 
-    folder = cache_dir / cache_key(data_sha256, inputs, window, params)
+    frame, window, params = prepared.frame, prepared.window, prepared.params
+
+    folder = cache_dir / cache_key(prepared.data_sha256, inputs, window, params)
     folder.mkdir(parents=True, exist_ok=True)
     missing = [as_of for as_of in as_ofs if not (folder / f"{as_of}.npz").exists()]
     if missing:

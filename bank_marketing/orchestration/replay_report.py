@@ -46,34 +46,18 @@ def baselines(settings: Settings, replay: Replay) -> dict[str, dict[str, float]]
     """Fair baselines on the replay's months, from the policy backtest (the same fits, cached
     and shared with ``bank-marketing policies``): the first champion frozen, a round every month
     with the family the promotion rule picks each time, and the best fixed schedule."""
-    from bank_marketing.data.months import recover_months
-    from bank_marketing.data.source import load_contacts
     from bank_marketing.monitoring import backtest
     from bank_marketing.monitoring.policy import RetrainRule
-    from bank_marketing.training.config import (
-        FAMILY_PARAMS,
-        PromotionRule,
-        WindowSplit,
-        read_training_config,
-    )
 
-    defaults = read_training_config(settings.training_config) if settings.training_config else {}
-    loaded = load_contacts(settings.source, settings.cache_dir)
-    frame = loaded.frame.assign(contact_month=recover_months(loaded.frame["month"]))
+    prepared = backtest.setup(settings.source, settings.cache_dir, settings.training_config)
     months = [m.month for m in replay.months]
     history = backtest.fit_history(
-        frame,
+        prepared,
         [backtest.previous_month(months[0]), *months[:-1]],
         inputs=settings.model_inputs,
-        window=WindowSplit(**defaults.get("training_set", {})),
-        params={
-            family: model(**defaults.get(f"{family}_candidate", {}))
-            for family, model in FAMILY_PARAMS.items()
-        },
         cache_dir=settings.policy_cache_dir,
-        data_sha256=loaded.sha256,
     )
-    runner = backtest.Backtest(history, PromotionRule(**defaults.get("champion_model", {})))
+    runner = backtest.Backtest(history, prepared.promotion)
 
     def scores(rule: RetrainRule) -> tuple[dict[str, float], int]:
         run = runner.run("", rule, months)
