@@ -1,7 +1,8 @@
-"""Grafana as code: the generated dashboard is current; the provisioning parses, reads only the
-stack's three datasources and commits no secret; after a short replay on PostgreSQL every panel's
-SQL and the alert's query return what the panels expect; an alert of the provisioned rule, posted
-as Grafana posts it, leads to exactly one retrain."""
+"""Grafana as code: the generated dashboard is current and draws the retraining policy's default
+thresholds; the provisioning parses, reads only the stack's three datasources and commits no
+secret; after a short replay on PostgreSQL every panel's SQL and the alert rules' queries return
+what the panels and rules expect; an alert of a provisioned rule, posted as Grafana posts it,
+leads to exactly one retrain."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bank_marketing.monitoring.policy import RetrainRule
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.runner import failure_message, run_training
 from bank_marketing.orchestration.sensors import (
@@ -66,6 +68,15 @@ PANEL_COLUMNS = {
         "threshold (0.5 of the inputs)",
     ],
     "Share of missing values per month": ["time", "missing values"],
+    "Prediction drift against its noise": ["time", "drift p-value", "retrain below 0.01"],
+    "Realized ROC AUC against expected": ["time", "realized z", "retrain below -2"],
+    "Estimated ROC AUC (CBPE, before labels)": [
+        "time",
+        "estimated ROC AUC (CBPE)",
+        "realized ROC AUC",
+        "expected ROC AUC",
+    ],
+    "Estimated ROC AUC drop (CBPE)": ["time", "estimated drop", "retrain above 0.05"],
     "Realized ROC AUC per month": ["time", "ROC AUC"],
     "Subscription rate against mean predicted probability": [
         "time",
@@ -88,6 +99,10 @@ def load_generator() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The rule on one retraining signal, as the generator declares it.
+SIGNAL_ALERT = load_generator().SIGNAL_ALERT
 
 
 def dashboard() -> dict[str, Any]:
@@ -120,10 +135,21 @@ def alerting(key: str) -> list[dict[str, Any]]:
     ]
 
 
-def drift_rule() -> tuple[dict[str, Any], dict[str, Any]]:
+# The provisioned alert rules by title: the prediction drift rule, and the rule on one retraining
+# signal (dashboard.SIGNAL_ALERT).
+DRIFT_RULE = "Prediction drift"
+SIGNAL_RULE = "Prediction drift beyond noise"
+
+
+def alert_rule(title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rule called ``title``, and its group."""
     (group,) = alerting("groups")
-    (rule,) = group["rules"]
+    (rule,) = [rule for rule in group["rules"] if rule["title"] == title]
     return group, rule
+
+
+def drift_rule() -> tuple[dict[str, Any], dict[str, Any]]:
+    return alert_rule(DRIFT_RULE)
 
 
 def rule_query(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,9 +197,15 @@ def parse_grafana_time(text: str) -> datetime:
 # A notification of the provisioned rule, as Grafana's webhook contact point sends it.
 
 
-def grafana_alert(month: str, value: float, starts_at: datetime) -> dict[str, Any]:
-    """One firing alert of the drift rule: its labels are the rule's, Grafana's and the query's."""
-    group, rule = drift_rule()
+PRINTF_VALUE = re.compile(r'\{\{ printf "(%\.\df)" \$values\.B\.Value \}\}')
+
+
+def grafana_alert(
+    month: str, value: float, starts_at: datetime, title: str = DRIFT_RULE
+) -> dict[str, Any]:
+    """One firing alert of the rule ``title``: its labels are the rule's, Grafana's and the
+    query's."""
+    group, rule = alert_rule(title)
     labels = {
         "alertname": rule["title"],
         "grafana_folder": group["folder"],
@@ -181,9 +213,9 @@ def grafana_alert(month: str, value: float, starts_at: datetime) -> dict[str, An
         "month": month,
     }
     annotations = {
-        key: re.sub(r"\s+", " ", text)
-        .replace('{{ printf "%.3f" $values.B.Value }}', f"{value:.3f}")
-        .replace("{{ $labels.month }}", month)
+        key: PRINTF_VALUE.sub(
+            lambda match: match.group(1) % value, re.sub(r"\s+", " ", text)
+        ).replace("{{ $labels.month }}", month)
         for key, text in rule["annotations"].items()
     }
     assert not any("{{" in text for text in annotations.values()), annotations
@@ -291,10 +323,13 @@ def test_every_panel_and_the_alert_read_a_provisioned_datasource() -> None:
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"], panel["title"]
             assert target["rawQuery"] is True and target["rawSql"].strip(), panel["title"]
-    _, rule = drift_rule()
-    assert {item["datasourceUid"] for item in rule["data"]} <= uids | {"__expr__"}
-    assert rule_query(rule)["datasourceUid"] == MONITORING
-    assert rule_query(rule)["model"]["datasource"]["uid"] == MONITORING
+    (group,) = alerting("groups")
+    assert [rule["title"] for rule in group["rules"]] == [DRIFT_RULE, SIGNAL_RULE]
+    assert len({rule["uid"] for rule in group["rules"]}) == len(group["rules"])
+    for rule in group["rules"]:
+        assert {item["datasourceUid"] for item in rule["data"]} <= uids | {"__expr__"}
+        assert rule_query(rule)["datasourceUid"] == MONITORING
+        assert rule_query(rule)["model"]["datasource"]["uid"] == MONITORING
 
 
 def environment_references(value: Any, skip: frozenset[str] = frozenset()) -> set[str]:
@@ -370,39 +405,95 @@ def test_the_dashboard_opens_on_the_datas_months_in_utc() -> None:
             assert "$__timeFrom()" in target["rawSql"], panel["title"]
 
 
+# Each retrain_signals column an alert rule or a panel compares with a threshold: the side that
+# retrains (Grafana's threshold evaluator) and the retraining policy's default threshold.
+POLICY = RetrainRule()
+POLICY_THRESHOLDS = {
+    "prediction_drift": ("gt", POLICY.prediction_drift_threshold),
+    "drift_p_value": ("lt", POLICY.drift_p_value_threshold),
+    "realized_z": ("lt", -POLICY.realized_z_threshold),
+    "estimated_drop": ("gt", POLICY.estimated_drop_threshold),
+}
+# The panels that draw a signal's threshold as a series: the signal, and the series' name.
+THRESHOLD_SERIES = {
+    "Prediction drift against its noise": ("drift_p_value", "retrain below 0.01"),
+    "Realized ROC AUC against expected": ("realized_z", "retrain below -2"),
+    "Estimated ROC AUC drop (CBPE)": ("estimated_drop", "retrain above 0.05"),
+}
+DASHED = {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}}
+
+
+def overrides_of(panel: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    (override,) = [
+        override
+        for override in panel["fieldConfig"]["overrides"]
+        if override["matcher"] == {"id": "byName", "options": name}
+    ]
+    return override["properties"]
+
+
+def test_the_thresholds_drawn_are_the_retraining_policys_defaults() -> None:
+    """The generator writes the defaults of RetrainRule as numbers; they must not drift apart."""
+    generator = load_generator()
+    assert POLICY.prediction_drift_threshold == generator.PREDICTION_DRIFT_THRESHOLD
+    assert POLICY.drift_p_value_threshold == generator.DRIFT_P_VALUE_THRESHOLD
+    assert POLICY.realized_z_threshold == generator.REALIZED_Z_THRESHOLD
+    assert POLICY.estimated_drop_threshold == generator.ESTIMATED_DROP_THRESHOLD
+    panels = {panel["title"]: panel for panel in dashboard()["panels"]}
+    steps = panels["Prediction drift per month"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == POLICY.prediction_drift_threshold
+    for title, (column, series) in THRESHOLD_SERIES.items():
+        side, threshold = POLICY_THRESHOLDS[column]
+        assert series == f"retrain {'above' if side == 'gt' else 'below'} {threshold:g}", title
+        (target,) = panels[title]["targets"]
+        assert f"{column} AS " in target["rawSql"], title
+        drawn = re.search(rf'(\S+) AS "{re.escape(series)}"', target["rawSql"])
+        assert drawn and float(drawn[1]) == threshold, title
+
+
 def test_thresholds_are_dashed_lines() -> None:
     panels = {panel["title"]: panel for panel in dashboard()["panels"]}
     drift = panels["Prediction drift per month"]["fieldConfig"]["defaults"]
     assert drift["custom"]["thresholdsStyle"] == {"mode": "dashed"}
     assert [step["value"] for step in drift["thresholds"]["steps"]] == [None, 0.1]
-    columns = panels["Drifted input columns per month"]["fieldConfig"]["overrides"]
-    (threshold,) = [
-        override
-        for override in columns
-        if override["matcher"]["options"] == "threshold (0.5 of the inputs)"
-    ]
-    assert {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}} in threshold[
-        "properties"
-    ]
+    assert DASHED in overrides_of(
+        panels["Drifted input columns per month"], "threshold (0.5 of the inputs)"
+    )
+    for title, (_, series) in THRESHOLD_SERIES.items():
+        assert DASHED in overrides_of(panels[title], series), title
+        assert series in PANEL_COLUMNS[title], title
+    # p-values from about 0.002 to 1: on a linear axis the small ones, that matter, are one line.
+    p_values = panels["Prediction drift against its noise"]["fieldConfig"]["defaults"]
+    assert p_values["custom"]["scaleDistribution"] == {"type": "log", "log": 10}
+    # The expected level is a reference, not data, either.
+    estimate = panels["Estimated ROC AUC (CBPE, before labels)"]
+    assert any(
+        prop["id"] == "custom.lineStyle" for prop in overrides_of(estimate, "expected ROC AUC")
+    )
 
 
-def test_the_alert_is_the_latest_fresh_month_above_0_1_with_a_month_label() -> None:
-    group, rule = drift_rule()
+def check_latest_fresh_month_rule(title: str, evaluator: str, threshold: float) -> str:
+    """The rule ``title`` fires on the newest month alone, while its report is fresh, when its
+    value is past ``threshold`` (Grafana's ``evaluator``), labelled by the month; its SQL."""
+    group, rule = alert_rule(title)
     assert group["folder"] and group["name"]
     query = rule_query(rule)
     sql = query["model"]["rawSql"]
     assert query["model"]["format"] == "table"
-    assert "to_char(d.month, 'YYYY-MM') AS month" in sql
-    assert "$__timeFilter(d.computed_at)" in sql
-    assert "max(month)" in sql
+    alias = re.search(r"to_char\((\w+)\.month, 'YYYY-MM'\) AS month", sql)
+    assert alias, sql
+    assert f"$__timeFilter({alias[1]}.computed_at)" in sql
+    # The newest month is the newest drift report's, in every table: a re-run of an old month
+    # is never the newest.
+    assert f"{alias[1]}.month = (SELECT max(month) FROM monitoring.drift_reports)" in sql
     # Fresh: reports computed in the last day, not "any month ever".
     assert query["relativeTimeRange"] == {"from": 86400, "to": 0}
-    # A reduce / threshold chain ending in the condition, at 0.1.
+    # A reduce / threshold chain ending in the condition.
     expressions = {item["refId"]: item["model"] for item in rule["data"]}
     condition = expressions[rule["condition"]]
     assert condition["type"] == "threshold"
-    (evaluator,) = [c["evaluator"] for c in condition["conditions"]]
-    assert evaluator == {"type": "gt", "params": [0.1]}
+    (found,) = [c["evaluator"] for c in condition["conditions"]]
+    assert found == {"type": evaluator, "params": [threshold]}
     reduce = expressions[condition["expression"]]
     assert reduce["type"] == "reduce" and reduce["expression"] == query["refId"]
     # Hours, not seconds; no data is normal; labels and annotations for the receiver and people.
@@ -413,10 +504,44 @@ def test_the_alert_is_the_latest_fresh_month_above_0_1_with_a_month_label() -> N
     assert {"severity", "team"} <= set(rule["labels"])
     assert {"summary", "description"} <= set(rule["annotations"])
     assert "{{ $labels.month }}" in rule["annotations"]["summary"]
-    # Linked to the prediction drift panel, where Grafana draws the alert's state changes.
-    titles = {panel["id"]: panel["title"] for panel in dashboard()["panels"]}
+    assert PRINTF_VALUE.search(rule["annotations"]["summary"])
+    assert f"{threshold:g}" in rule["annotations"]["summary"]
     assert rule["dashboardUid"] == dashboard()["uid"]
+    return sql
+
+
+def test_the_alert_is_the_latest_fresh_month_above_0_1_with_a_month_label() -> None:
+    sql = check_latest_fresh_month_rule(DRIFT_RULE, *POLICY_THRESHOLDS["prediction_drift"])
+    assert POLICY_THRESHOLDS["prediction_drift"] == ("gt", 0.1)
+    assert "FROM monitoring.drift_reports AS d" in sql
+    assert "d.prediction_drift AS prediction_drift" in sql
+    # Linked to the prediction drift panel, where Grafana draws the alert's state changes.
+    _, rule = drift_rule()
+    titles = {panel["id"]: panel["title"] for panel in dashboard()["panels"]}
     assert titles[rule["panelId"]] == "Prediction drift per month"
+
+
+def test_the_signal_alert_is_the_latest_fresh_month_past_its_threshold_with_a_month_label():
+    """The second rule is dashboard.SIGNAL_ALERT: its signal, threshold and panel."""
+    alert = SIGNAL_ALERT
+    assert alert.title == SIGNAL_RULE
+    # The policy's default threshold, on the side where the policy's signal fires.
+    assert (alert.evaluator, alert.threshold) == POLICY_THRESHOLDS[alert.column]
+    sql = check_latest_fresh_month_rule(alert.title, alert.evaluator, alert.threshold)
+    assert "FROM monitoring.retrain_signals AS s" in sql
+    assert f"s.{alert.column} AS {alert.column}" in sql
+    assert f"s.{alert.column} IS NOT NULL" in sql
+    # Linked to the panel that draws the signal.
+    _, rule = alert_rule(alert.title)
+    assert rule["panelId"] == alert.panel_id
+    (panel,) = [panel for panel in dashboard()["panels"] if panel["id"] == alert.panel_id]
+    (target,) = panel["targets"]
+    assert f"{alert.column} AS " in target["rawSql"]
+    assert "FROM monitoring.retrain_signals" in target["rawSql"]
+    # The other rule's wait and states, and the same routing: a month label for the webhook.
+    _, first = drift_rule()
+    for key in ("for", "noDataState", "execErrState", "labels", "dashboardUid"):
+        assert rule[key] == first[key], key
 
 
 def test_alerts_go_to_the_webhook_once_per_month_repeated_in_hours() -> None:
@@ -445,17 +570,20 @@ def test_macros_expand_as_grafanas_postgres_backend_does() -> None:
         expand_macros("SELECT $__timeGroup(month, '1d')", start, end)
 
 
-def test_an_alert_of_the_rule_in_grafanas_format_requests_one_retrain(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("title", "value"), [(DRIFT_RULE, 0.31), (SIGNAL_RULE, 0.002)])
+def test_an_alert_of_the_rule_in_grafanas_format_requests_one_retrain(
+    tmp_path: Path, title: str, value: float
+) -> None:
     """Unit level (SQLite, ephemeral instance); the integration test below runs the retrain."""
     monitoring_db = MonitoringDatabase(url=f"sqlite:///{tmp_path / 'monitoring.db'}")
     webhook = webhook_client(monitoring_db.url)
-    body = grafana_notification(grafana_alert("2009-04", 0.31, datetime.now(UTC)))
+    body = grafana_notification(grafana_alert("2009-04", value, datetime.now(UTC), title))
     with dg.DagsterInstance.ephemeral() as instance:
         assert post(webhook, body)["new_firing"] == 1
         first = tick(retrain_on_grafana_alert, instance, None, monitoring_db=monitoring_db)
         assert [partition for partition, _ in requested(first)] == ["2009-04-01"]
         (request,) = first.run_requests
-        assert request.tags["bank_marketing/alert_name"] == "Prediction drift"
+        assert request.tags["bank_marketing/alert_name"] == title
         # Grafana repeats the notification every repeat_interval: stored once, nothing new.
         assert post(webhook, body)["new"] == 0
         again = tick(retrain_on_grafana_alert, instance, first.cursor, monitoring_db=monitoring_db)
@@ -539,9 +667,12 @@ def test_each_panel_query_returns_its_columns_and_rows(stack: Stack, panel: dict
         assert all(row[2] == "SUCCESS" and row[4] is not None and row[5] >= 0 for row in rows)
 
 
-def alert_rows(stack: Stack, now: datetime) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The alert's query as Grafana runs it at ``now``, over the rule's relative time range."""
-    _, rule = drift_rule()
+def alert_rows(
+    stack: Stack, now: datetime, title: str = DRIFT_RULE
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The query of the rule ``title`` as Grafana runs it at ``now``, over the rule's relative
+    time range."""
+    _, rule = alert_rule(title)
     query = rule_query(rule)
     window = query["relativeTimeRange"]
     sql = expand_macros(
@@ -553,17 +684,23 @@ def alert_rows(stack: Stack, now: datetime) -> tuple[list[str], list[tuple[Any, 
 
 
 @pytest.mark.integration
-def test_the_alert_query_returns_the_newest_month_only_while_its_report_is_fresh(stack: Stack):
+@pytest.mark.parametrize(
+    ("title", "column"),
+    [(DRIFT_RULE, "prediction_drift"), (SIGNAL_RULE, SIGNAL_ALERT.column)],
+)
+def test_the_alert_query_returns_the_newest_month_only_while_its_report_is_fresh(
+    stack: Stack, title: str, column: str
+):
     now = datetime.now(UTC)
-    columns, rows = alert_rows(stack, now)
+    columns, rows = alert_rows(stack, now, title)
     # One number and string columns: Grafana makes the strings the alert's labels.
-    assert columns == ["month", "prediction_drift"]
+    assert columns == ["month", column]
     assert rows == [(REPLAYED[-1], pytest.approx(rows[0][1]))]
     (month, value) = rows[0]
     assert isinstance(month, str) and isinstance(value, float)
     # A day later the same report no longer fires; an older month never did.
-    assert alert_rows(stack, now + timedelta(days=1, minutes=1))[1] == []
-    assert alert_rows(stack, now - timedelta(days=1))[1] == []
+    assert alert_rows(stack, now + timedelta(days=1, minutes=1), title)[1] == []
+    assert alert_rows(stack, now - timedelta(days=1), title)[1] == []
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from grafana_foundation_sdk.builders import barchart, common, dashboard, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -36,15 +36,58 @@ DAGSTER_UID = "bank-marketing-dagster"
 # deployment) are one click away in the time picker.
 TIME_FROM = "2008-04-01T00:00:00.000Z"
 TIME_TO = "2010-12-01T00:00:00.000Z"
+# The retraining settings' defaults (bank_marketing.monitoring.policy.RetrainRule; the tests check
+# that these numbers are its defaults), each drawn as a dashed line on its signal's panel.
 # Retrain when a month's prediction drift is above this (BANK_MARKETING_RETRAIN_PREDICTION_DRIFT,
-# and the alert rule in provisioning/alerting/).
+# and the alert rule "Prediction drift" in provisioning/alerting/).
 PREDICTION_DRIFT_THRESHOLD = 0.1
+# Retrain when the prediction drift's p-value against its sampling noise is below this
+# (BANK_MARKETING_RETRAIN_DRIFT_P_VALUE).
+DRIFT_P_VALUE_THRESHOLD = 0.01
+# Retrain when the realized ROC AUC is more than this many standard errors below the expected
+# level (BANK_MARKETING_RETRAIN_REALIZED_Z).
+REALIZED_Z_THRESHOLD = 2.0
+# Retrain when CBPE's estimate is more than this below the expected ROC AUC
+# (BANK_MARKETING_RETRAIN_ESTIMATED_DROP).
+ESTIMATED_DROP_THRESHOLD = 0.05
 # Evidently's DataDriftPreset calls a dataset drifted when this share of its inputs drifted.
 DATASET_DRIFT_SHARE = 0.5
 REGISTERED_MODEL = "bank-marketing"
 CHAMPION_ALIAS = "champion"
-# Panel ids are fixed: the alert rule links to the prediction drift panel by its id.
+# Panel ids are fixed: the alert rules link to the panels of their signals by id.
 PREDICTION_DRIFT_PANEL_ID = 1
+DRIFT_P_VALUE_PANEL_ID = 9
+REALIZED_Z_PANEL_ID = 10
+ESTIMATED_DROP_PANEL_ID = 12
+
+
+class SignalAlert(NamedTuple):
+    """An alert rule on one ``monitoring.retrain_signals`` column of the newest month, while its
+    report is fresh (provisioning/alerting/rules.yaml)."""
+
+    title: str
+    column: str
+    evaluator: str  # Grafana's threshold expression: "gt" fires above the threshold, "lt" below
+    threshold: float
+    panel_id: int  # the panel that draws the column, where Grafana marks the alert's changes
+
+    @property
+    def side(self) -> str:
+        """Where the rule fires, in words: "above" or "below" the threshold."""
+        return {"gt": "above", "lt": "below"}[self.evaluator]
+
+
+# The second alert rule of rules.yaml (written by hand, like the first): the signal it reads and
+# its threshold. To alert on another signal (estimated_drop "gt" ESTIMATED_DROP_THRESHOLD, say),
+# change this and the rule together: its title, its query's column, C's evaluator, its panelId
+# and its annotations. The tests fail while the two disagree.
+SIGNAL_ALERT = SignalAlert(
+    title="Prediction drift beyond noise",
+    column="drift_p_value",
+    evaluator="lt",
+    threshold=DRIFT_P_VALUE_THRESHOLD,
+    panel_id=DRIFT_P_VALUE_PANEL_ID,
+)
 
 # A month (DATE) as a point in time: midnight UTC, whatever the session's time zone.
 MONTH_TIME = "month::timestamp AT TIME ZONE 'UTC' AS \"time\""
@@ -138,6 +181,16 @@ def fixed_color(color: str) -> dashboard_models.DynamicConfigValue:
     )
 
 
+def threshold_line() -> list[dashboard_models.DynamicConfigValue]:
+    """Field overrides for a threshold drawn as a series (a constant column of the query): red,
+    dashed, no points. Its name in the legend says which side retrains."""
+    return [
+        dashed(),
+        fixed_color("red"),
+        dashboard_models.DynamicConfigValue(id_val="custom.showPoints", value="never"),
+    ]
+
+
 def monthly(
     panel_id: int, title: str, description: str, uid: str, sql: str, grid: dashboard_models.GridPos
 ) -> timeseries.Panel:
@@ -207,8 +260,11 @@ def alert_list_panel() -> dashboard.Panel:
         .title("Alerts")
         .description(
             "Grafana-managed alert rules and their state. 'Prediction drift' fires for the "
-            "latest month when its report is fresh and above the threshold; its notification "
-            "goes to the retraining webhook."
+            "latest month when its report is fresh and its prediction drift above "
+            f"{PREDICTION_DRIFT_THRESHOLD:g}; '{SIGNAL_ALERT.title}' when its "
+            f"{SIGNAL_ALERT.column} is {SIGNAL_ALERT.side} "
+            f"{SIGNAL_ALERT.threshold:g}. Notifications go to the retraining webhook; "
+            "BANK_MARKETING_RETRAIN_ALERT_NAMES says which rules retrain."
         )
         .grid_pos(position(12, 0, 12, 8))
         .options(
@@ -288,6 +344,134 @@ def missing_values_panel() -> timeseries.Panel:
     )
 
 
+# The retraining signals (monitoring.retrain_signals, one row per month written with its drift
+# report): what the retraining policy compares with its thresholds.
+
+
+def drift_p_value_panel() -> timeseries.Panel:
+    threshold = f"retrain below {DRIFT_P_VALUE_THRESHOLD:g}"
+    return (
+        monthly(
+            DRIFT_P_VALUE_PANEL_ID,
+            "Prediction drift against its noise",
+            "The month's prediction drift judged against its sampling noise: the share of months "
+            "of the same size, drawn from the scoring model's reference data, whose predictions "
+            "drift as much (a p-value; log scale). Small is real drift whatever the month's "
+            "size, where the raw distance of a small month is large from noise alone; the "
+            "smallest possible value is one over the number of draws plus one. Dashed: "
+            f"{DRIFT_P_VALUE_THRESHOLD:g}, the default of BANK_MARKETING_RETRAIN_DRIFT_P_VALUE; "
+            "below it the retraining signal 'drift_p_value' fires, and so does the alert "
+            f"'{SIGNAL_ALERT.title}' for the latest month.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   drift_p_value AS "drift p-value",
+                   {DRIFT_P_VALUE_THRESHOLD} AS "{threshold}"
+            FROM monitoring.retrain_signals
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(0, 16, 12, 8),
+        )
+        .scale_distribution(
+            common.ScaleDistributionConfig().type(common_models.ScaleDistribution.LOG).log(10)
+        )
+        .max(1)
+        .decimals(3)
+        .override_by_name("drift p-value", [fixed_color("blue")])
+        .override_by_name(threshold, threshold_line())
+    )
+
+
+def realized_z_panel() -> timeseries.Panel:
+    threshold = f"retrain below {-REALIZED_Z_THRESHOLD:g}"
+    return (
+        monthly(
+            REALIZED_Z_PANEL_ID,
+            "Realized ROC AUC against expected",
+            "The month's realized ROC AUC minus the scoring model's expected ROC AUC (its "
+            "validation ROC AUC), in standard errors of the two combined (each bootstrapped over "
+            "call days): below zero the model did worse than expected. Empty until the month's "
+            f"labels are in. Dashed: {-REALIZED_Z_THRESHOLD:g}, the default of "
+            "BANK_MARKETING_RETRAIN_REALIZED_Z (in standard errors below the expected level); "
+            "below it the retraining signal 'realized_performance' fires.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   realized_z AS "realized z",
+                   {-REALIZED_Z_THRESHOLD} AS "{threshold}"
+            FROM monitoring.retrain_signals
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(12, 16, 12, 8),
+        )
+        .decimals(2)
+        .override_by_name("realized z", [fixed_color("green")])
+        .override_by_name(threshold, threshold_line())
+    )
+
+
+def estimated_roc_auc_panel() -> timeseries.Panel:
+    return (
+        monthly(
+            11,
+            "Estimated ROC AUC (CBPE, before labels)",
+            "CBPE's label-free estimate of the month's ROC AUC (confidence-based performance "
+            "estimation: the model's scores, calibrated on its reference data, stand in for the "
+            "outcomes), the realized ROC AUC once the labels are in, and the expected level "
+            "(the model's validation ROC AUC, dashed). Where the estimate follows the realized "
+            "value, it can be trusted for the months whose labels have not arrived. It sees a "
+            "shift of the contacts, not a change in who subscribes at a given score. Its stated "
+            "error is estimated_roc_auc_error in monitoring.retrain_signals.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   estimated_roc_auc AS "estimated ROC AUC (CBPE)",
+                   realized_roc_auc AS "realized ROC AUC",
+                   expected_roc_auc AS "expected ROC AUC"
+            FROM monitoring.retrain_signals
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(0, 24, 12, 8),
+        )
+        .decimals(3)
+        .override_by_name("estimated ROC AUC (CBPE)", [fixed_color("orange")])
+        .override_by_name("realized ROC AUC", [fixed_color("green")])
+        .override_by_name("expected ROC AUC", [dashed([4, 4]), fixed_color("text")])
+    )
+
+
+def estimated_drop_panel() -> timeseries.Panel:
+    threshold = f"retrain above {ESTIMATED_DROP_THRESHOLD:g}"
+    return (
+        monthly(
+            ESTIMATED_DROP_PANEL_ID,
+            "Estimated ROC AUC drop (CBPE)",
+            "The expected ROC AUC (the scoring model's validation ROC AUC) minus CBPE's "
+            "label-free estimate of the month's: how far the month is expected to fall below "
+            "the model's level, before its labels arrive. Dashed: "
+            f"{ESTIMATED_DROP_THRESHOLD:g}, the default of "
+            "BANK_MARKETING_RETRAIN_ESTIMATED_DROP; above it the retraining signal "
+            "'estimated_performance' fires.",
+            MONITORING_UID,
+            f"""
+            SELECT {MONTH_TIME},
+                   estimated_drop AS "estimated drop",
+                   {ESTIMATED_DROP_THRESHOLD} AS "{threshold}"
+            FROM monitoring.retrain_signals
+            WHERE $__timeFilter(month)
+            ORDER BY 1
+            """,
+            position(12, 24, 12, 8),
+        )
+        .decimals(3)
+        .override_by_name("estimated drop", [fixed_color("orange")])
+        .override_by_name(threshold, threshold_line())
+    )
+
+
 def realized_roc_auc_panel() -> timeseries.Panel:
     return (
         monthly(
@@ -303,7 +487,7 @@ def realized_roc_auc_panel() -> timeseries.Panel:
             WHERE $__timeFilter(month)
             ORDER BY 1
             """,
-            position(0, 16, 12, 8),
+            position(0, 32, 12, 8),
         )
         .decimals(3)
         .color_scheme(
@@ -330,7 +514,7 @@ def subscription_panel() -> timeseries.Panel:
             WHERE $__timeFilter(month)
             ORDER BY 1
             """,
-            position(12, 16, 12, 8),
+            position(12, 32, 12, 8),
         )
         .unit("percentunit")
         .min(0)
@@ -378,7 +562,7 @@ def model_performance_panel() -> barchart.Panel:
                 query_format="table",
             )
         )
-        .grid_pos(position(0, 24, 24, 9))
+        .grid_pos(position(0, 40, 24, 9))
         .x_field("version")
         .orientation(common_models.VizOrientation.VERTICAL)
         .x_tick_label_rotation(-45)
@@ -443,7 +627,7 @@ def pipeline_runs_panel() -> table.Panel:
                 query_format="table",
             )
         )
-        .grid_pos(position(0, 33, 24, 10))
+        .grid_pos(position(0, 49, 24, 10))
         .show_header(True)
         .override_by_name(
             "status",
@@ -466,8 +650,9 @@ def build() -> dashboard_models.Dashboard:
         dashboard.Dashboard("Bank marketing: drift, quality and the retraining loop")
         .uid(DASHBOARD_UID)
         .description(
-            "Monthly monitoring of the bank-marketing model: drift, realized quality, the "
-            "registered versions and the pipeline runs that retrain and deploy them."
+            "Monthly monitoring of the bank-marketing model: drift, the retraining signals "
+            "against their thresholds, realized quality, the registered versions and the "
+            "pipeline runs that retrain and deploy them."
         )
         .tags(["bank-marketing", "mlops", "generated"])
         .timezone("utc")
@@ -482,6 +667,10 @@ def build() -> dashboard_models.Dashboard:
         alert_list_panel(),
         drifted_columns_panel(),
         missing_values_panel(),
+        drift_p_value_panel(),
+        realized_z_panel(),
+        estimated_roc_auc_panel(),
+        estimated_drop_panel(),
         realized_roc_auc_panel(),
         subscription_panel(),
         model_performance_panel(),
