@@ -83,8 +83,7 @@ class History:
     days: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        keys = self.frame["contact_month"].dt.strftime("%Y-%m").to_numpy()
-        self.month_rows = {key: np.flatnonzero(keys == key) for key in np.unique(keys)}
+        self.month_rows = _rows_by_month(self.frame)
         self.y = labels(self.frame)
         self.days = call_days(self.frame).to_numpy()
 
@@ -189,6 +188,7 @@ def _fit_round(
 
 
 def _rows_by_month(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each month's (``YYYY-MM``) row positions in ``frame``."""
     keys = frame["contact_month"].dt.strftime("%Y-%m").to_numpy()
     return {key: np.flatnonzero(keys == key) for key in np.unique(keys)}
 
