@@ -121,8 +121,8 @@ def report(run: Run, serve: bool, plot: Path | None) -> str:
     years = replay_report.by_year(months)
     lines += [
         "| series | "
-        + " | ".join(c.removeprefix("mean_roc_auc_") for c in years.columns[1:])
-        + " |",
+        + " | ".join(c.removeprefix("mean_roc_auc_") for c in years.columns[1:-1])
+        + " | all months |",
         "|" + "---|" * len(years.columns),
     ]
     for row in years.to_dict("records"):
