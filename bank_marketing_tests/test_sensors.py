@@ -191,6 +191,17 @@ def test_thresholds_are_configuration(instance: dg.DagsterInstance) -> None:
     assert requested(tick(retrain_on_drift, instance, None, retrain_policy=strict))
 
 
+def test_the_default_policy_retrains_every_three_months_whatever_the_drift(
+    instance: dg.DagsterInstance,
+) -> None:
+    for month in range(1, 8):
+        report_drift(instance, f"2009-{month:02d}", prediction_drift=0.01, drifted_share=0.0)
+    result = tick(retrain_on_drift, instance, None, retrain_policy=RetrainPolicy())
+    assert [p for p, _ in requested(result)] == ["2009-01-01", "2009-04-01", "2009-07-01"]
+    (first, *_) = result.run_requests or []
+    assert first.tags["bank_marketing/drift_reason"] == "schedule: every 3 month(s) due"
+
+
 def test_cooldown_skips_months_too_close_to_the_last_retrain(instance: dg.DagsterInstance):
     for month in ("2009-03", "2009-04", "2009-05", "2009-06"):
         report_drift(instance, month, prediction_drift=0.3)
