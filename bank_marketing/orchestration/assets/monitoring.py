@@ -1,5 +1,6 @@
 """Monthly monitoring: the champion's ``predictions`` for a month's contacts, and the month's
-``drift_report`` against the champion's reference data, with its realized quality.
+``drift_report`` against the champion's reference data, with its realized quality and its
+retraining signals.
 
 Each is guarded by a blocking Pandera check that runs before anything is written to the
 monitoring database, so a broken report reaches neither the sensors nor the dashboard.
@@ -149,7 +150,10 @@ def drift_report(
     predictions: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """An Evidently report of the month against the scoring model's reference data: drift per
-    input, drifted share, prediction drift, missing values, and realized quality; HTML kept."""
+    input, drifted share, prediction drift, missing values, and realized quality; HTML kept.
+    With it, the month's retraining signals (``monitoring.measure``): the prediction drift
+    against its sampling noise, the realized and the estimated (CBPE) ROC AUC against the
+    expected level; the retraining sensor judges them with the policy."""
     db: MonitoringDatabase = context.resources.monitoring_db
     month = pd.Timestamp(context.partition_key)
     label = f"{month:%Y-%m}"
