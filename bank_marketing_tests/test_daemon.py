@@ -170,15 +170,19 @@ QUIET_S = 12
 
 
 def settled(loop: Loop, quiet_s: float = QUIET_S) -> Callable[[], bool]:
-    """True once no run has been active or created for ``quiet_s``."""
-    last = {"count": -1, "since": time.monotonic()}
+    """True once no run has been active or created for ``quiet_s`` and every sensor has ticked
+    twice since then: under load a sensor's tick can come later than ``quiet_s`` after the run
+    it would react to (deploy_new_champion after a training round), so time alone is no proof."""
+    last = {"count": -1, "since": time.monotonic(), "wall": time.time()}
 
     def check() -> bool:
         count = len(loop.runs())
         if count != last["count"] or not loop.idle():
-            last.update(count=count, since=time.monotonic())
+            last.update(count=count, since=time.monotonic(), wall=time.time())
             return False
-        return time.monotonic() - last["since"] >= quiet_s
+        if time.monotonic() - last["since"] < quiet_s:
+            return False
+        return every_sensor_ticked(loop, last["wall"])()
 
     return check
 
