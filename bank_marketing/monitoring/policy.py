@@ -220,6 +220,22 @@ def cooldown_blocks(last_trained: str | None, month: str, cooldown_months: int) 
     return None
 
 
+# Each threshold signal: its name in reasons, the month's field, the rule's threshold field, the
+# side that fires (">": above), the digits shown, and whether the threshold is negated.
+_READINGS: dict[str, tuple[str, str, str, str, int, bool]] = {
+    "prediction_drift": ("prediction drift", "prediction_drift", "prediction_drift_threshold",
+                         ">", 3, False),
+    "drifted_share": ("drifted share", "drifted_share", "drifted_share_threshold", ">", 2, False),
+    "drift_p_value": ("prediction drift p-value", "drift_p_value", "drift_p_value_threshold",
+                      "<", 4, False),
+    "drift_z": ("prediction drift z", "drift_z", "drift_z_threshold", ">", 1, False),
+    "realized_performance": ("realized ROC AUC z", "realized_z", "realized_z_threshold",
+                             "<", 2, True),
+    "estimated_performance": ("estimated ROC AUC drop (CBPE)", "estimated_drop",
+                              "estimated_drop_threshold", ">", 3, False),
+}  # fmt: skip
+
+
 def _fires(
     rule: RetrainRule, signal: str, month: MonthSignals, last_trained: str | None
 ) -> bool | None:
@@ -228,63 +244,23 @@ def _fires(
         return last_trained is None or months_between(last_trained, month.month) >= (
             rule.schedule_months
         )
-    value, above, threshold = {
-        "prediction_drift": (month.prediction_drift, True, rule.prediction_drift_threshold),
-        "drifted_share": (month.drifted_share, True, rule.drifted_share_threshold),
-        "drift_p_value": (month.drift_p_value, False, rule.drift_p_value_threshold),
-        "drift_z": (month.drift_z, True, rule.drift_z_threshold),
-        "realized_performance": (month.realized_z, False, -rule.realized_z_threshold),
-        "estimated_performance": (month.estimated_drop, True, rule.estimated_drop_threshold),
-    }[signal]
+    _, field_name, threshold_name, sign, _, negated = _READINGS[signal]
+    value = getattr(month, field_name)
+    threshold = -getattr(rule, threshold_name) if negated else getattr(rule, threshold_name)
     if math.isnan(value):
         return None
-    return value > threshold if above else value < threshold
+    return value > threshold if sign == ">" else value < threshold
 
 
 def _describe(rule: RetrainRule, signal: str, month: MonthSignals, fired: bool | None) -> str:
     if signal == "schedule":
         return f"schedule: every {rule.schedule_months} month(s) " + ("due" if fired else "not due")
-    name, value, sign, threshold, digits = {
-        "prediction_drift": (
-            "prediction drift",
-            month.prediction_drift,
-            ">",
-            rule.prediction_drift_threshold,
-            3,
-        ),
-        "drifted_share": (
-            "drifted share",
-            month.drifted_share,
-            ">",
-            rule.drifted_share_threshold,
-            2,
-        ),
-        "drift_p_value": (
-            "prediction drift p-value",
-            month.drift_p_value,
-            "<",
-            rule.drift_p_value_threshold,
-            4,
-        ),
-        "drift_z": ("prediction drift z", month.drift_z, ">", rule.drift_z_threshold, 1),
-        "realized_performance": (
-            "realized ROC AUC z",
-            month.realized_z,
-            "<",
-            -rule.realized_z_threshold,
-            2,
-        ),
-        "estimated_performance": (
-            "estimated ROC AUC drop (CBPE)",
-            month.estimated_drop,
-            ">",
-            rule.estimated_drop_threshold,
-            3,
-        ),
-    }[signal]
+    name, field_name, threshold_name, sign, digits, negated = _READINGS[signal]
     if fired is None:
         return f"{name} not computed"
+    threshold = -getattr(rule, threshold_name) if negated else getattr(rule, threshold_name)
     opposite = {">": "<=", "<": ">="}[sign]
+    value = getattr(month, field_name)
     return f"{name} {value:.{digits}f} {sign if fired else opposite} {threshold:g}"
 
 
