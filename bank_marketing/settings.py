@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from bank_marketing.training.config import ENV_DAY_OF_YEAR, ENV_MODEL_INPUTS, In
 DEFAULT_HOME = ".bank-marketing"
 ENV_SENSOR_INTERVAL = "BANK_MARKETING_SENSOR_INTERVAL_SECONDS"
 ENV_TRAINING_CONFIG = "BANK_MARKETING_TRAINING_CONFIG"
+ENV_SERVED_SAMPLE_RATE = "BANK_MARKETING_SERVED_SAMPLE_RATE"
+ENV_SERVED_RETENTION_DAYS = "BANK_MARKETING_SERVED_RETENTION_DAYS"
+ENV_SERVED_QUEUE = "BANK_MARKETING_SERVED_QUEUE"
+ENV_TRAFFIC_START = "BANK_MARKETING_TRAFFIC_START"
 EMBEDDED_INSTANCE_HEADER = "# Embedded Dagster instance of bank-marketing"
 EMBEDDED_INSTANCE_YAML = f"""\
 {EMBEDDED_INSTANCE_HEADER}: SQLite storage in this folder.
@@ -57,6 +62,48 @@ concurrency:
 
 
 @dataclass(frozen=True)
+class Traffic:
+    """What the service keeps of its live traffic, and for how long (README, "Live traffic")."""
+
+    # Share of requests whose records are kept in served_predictions: 1 keeps all, 0 none.
+    sample_rate: float = 1.0
+    # Answers (and their outcomes) older than this many days are deleted by served_traffic.
+    retention_days: int = 90
+    # Records a replica holds while the database is slow or down; beyond, they are dropped
+    # and counted.
+    queue_records: int = 20_000
+    # The first daily partition of served_traffic (YYYY-MM-DD, UTC).
+    first_day: str = "2026-01-01"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Traffic:
+        rate_text = env.get(ENV_SERVED_SAMPLE_RATE, "").strip()
+        try:
+            rate = float(rate_text) if rate_text else cls.sample_rate
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(
+                f"{ENV_SERVED_SAMPLE_RATE}={rate_text!r} is not a share between 0 and 1"
+            )
+        first_day = env.get(ENV_TRAFFIC_START, "").strip() or cls.first_day
+        try:
+            date.fromisoformat(first_day)
+        except ValueError as error:
+            raise ValueError(
+                f"{ENV_TRAFFIC_START}={first_day!r} is not a YYYY-MM-DD date"
+            ) from error
+        return cls(
+            sample_rate=rate,
+            retention_days=_positive_int(
+                env, ENV_SERVED_RETENTION_DAYS, cls.retention_days, unit="days"
+            ),
+            queue_records=_positive_int(env, ENV_SERVED_QUEUE, cls.queue_records, unit="records"),
+            first_day=first_day,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Reading it creates nothing; :meth:`prepare` creates the folders."""
 
@@ -76,6 +123,7 @@ class Settings:
     training_config: Path | None = None
     model_inputs: Inputs = field(default_factory=Inputs)
     retrain_rule: RetrainRule = field(default_factory=RetrainRule)
+    traffic: Traffic = field(default_factory=Traffic)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +156,7 @@ class Settings:
             sensor_interval_seconds=_positive_int(env, ENV_SENSOR_INTERVAL, 30),
             model_inputs=_model_inputs(env),
             retrain_rule=_retrain_rule(env),
+            traffic=Traffic.from_env(env),
             training_config=(
                 Path(env[ENV_TRAINING_CONFIG]).expanduser().absolute()
                 if env.get(ENV_TRAINING_CONFIG, "").strip()
@@ -215,7 +264,9 @@ def _retrain_rule(env: Mapping[str, str]) -> RetrainRule:
         raise ValueError(f"BANK_MARKETING_RETRAIN_*: {problems}") from error
 
 
-def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
+def _positive_int(
+    env: Mapping[str, str], variable: str, default: int, unit: str = "seconds"
+) -> int:
     text = env.get(variable, "").strip()
     if not text:
         return default
@@ -224,5 +275,5 @@ def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{variable}={text!r} is not a whole number of seconds of at least 1")
+        raise ValueError(f"{variable}={text!r} is not a whole number of {unit} of at least 1")
     return value

@@ -259,3 +259,65 @@ grafana_alerts = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("fingerprint", "starts_at", name="grafana_alerts_fingerprint_starts_at"),
 )
+
+
+# Live traffic (see ``bank_marketing.serving.capture`` and ``bank_marketing.monitoring.served``):
+# every answered record, the outcomes clients report back, and each day's comparison of the
+# served inputs and probabilities with the model's reference.
+
+served_predictions = sa.Table(
+    "served_predictions",
+    metadata,
+    sa.Column("request_id", sa.String(128), nullable=False, comment="x-request-id of the answer."),
+    sa.Column("record", sa.Integer, nullable=False, comment="Position in the request, from 0."),
+    sa.Column(
+        "role",
+        sa.String(8),
+        nullable=False,
+        comment="'live': the answer returned; 'shadow': the challenger's score, not returned.",
+    ),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, comment="UTC."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Version that scored it."),
+    sa.Column("inputs", sa.JSON, nullable=False, comment="The validated record, as scored."),
+    sa.Column("probability", sa.Double, nullable=False, comment="Predicted P(subscribed)."),
+    sa.Column(
+        "latency_ms", sa.Double, nullable=True, comment="The request's time in the app (live)."
+    ),
+    sa.PrimaryKeyConstraint("request_id", "record", "role"),
+    sa.Index("served_predictions_received_at", "received_at"),
+)
+
+served_outcomes = sa.Table(
+    "served_outcomes",
+    metadata,
+    sa.Column("request_id", sa.String(128), nullable=False, comment="The answer's x-request-id."),
+    sa.Column("record", sa.Integer, nullable=False, comment="Position in the request, from 0."),
+    sa.Column("subscribed", sa.Boolean, nullable=False, comment="What the client did."),
+    sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False, comment="UTC."),
+    sa.PrimaryKeyConstraint("request_id", "record"),
+)
+
+served_traffic = sa.Table(
+    "served_traffic",
+    metadata,
+    sa.Column("day", sa.Date, nullable=False, comment="UTC day of the answers."),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="Version that scored them."),
+    sa.Column("role", sa.String(8), nullable=False, comment="'live' or 'shadow'."),
+    sa.Column("requests", sa.Integer, nullable=False, comment="Requests answered."),
+    sa.Column("rows", sa.Integer, nullable=False, comment="Records scored."),
+    sa.Column("reference_rows", sa.Integer, nullable=False, comment="Rows of the reference data."),
+    sa.Column("input_columns", sa.Integer, nullable=False, comment="Inputs checked for drift."),
+    sa.Column("drifted_columns", sa.Integer, nullable=False, comment="Inputs found drifted."),
+    sa.Column("drifted_share", sa.Double, comment="drifted_columns / input_columns."),
+    sa.Column("prediction_drift", sa.Double, comment="Drift score of the probability."),
+    sa.Column("prediction_drift_method", sa.String(64), nullable=False),
+    sa.Column("missing_share", sa.Double, comment="Missing cells over all input cells."),
+    sa.Column("mean_probability", sa.Double, comment="Mean predicted probability."),
+    sa.Column("labelled_rows", sa.Integer, nullable=False, comment="Records with an outcome."),
+    sa.Column("roc_auc", sa.Double, comment="On labelled records; null with a single label."),
+    sa.Column("accuracy", sa.Double, comment="At the 0.5 threshold, on labelled records."),
+    sa.Column("subscription_rate", sa.Double, comment="Share of labelled records subscribed."),
+    sa.Column("note", sa.Text, comment="Why values are null, when they are."),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("day", "model_version", "role"),
+)

@@ -1,0 +1,174 @@
+"""Live traffic in the monitoring database: the answered records, their outcomes, their retention.
+
+``served_predictions`` holds one row per record the service answered (role ``live``) and, while a
+challenger runs in shadow, one more per record with the challenger's score (role ``shadow``).
+Clients report what happened through ``POST /feedback``; the outcome lands in
+``served_outcomes``, keyed like the answer, and joins back to both roles. Nothing here imports
+FastAPI or Ray: the service writes through :func:`insert_served`, the ``served_traffic`` asset
+reads through :func:`read_served`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bank_marketing.monitoring.store import served_outcomes, served_predictions
+
+LIVE = "live"
+SHADOW = "shadow"
+
+
+def _insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` in the engine's dialect."""
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"served traffic needs PostgreSQL or SQLite, not {dialect}")
+
+
+def insert_served(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert answered records in one transaction; returns how many were new.
+
+    A row whose (request id, record, role) is already stored is left as it was: a client that
+    reuses a request id keeps its first answer on record, and the caller counts the difference.
+    """
+    if not rows:
+        return 0
+    statement = _insert_ignoring_duplicates(engine, served_predictions).returning(
+        served_predictions.c.record
+    )
+    with engine.begin() as connection:
+        return len(connection.execute(statement, list(rows)).all())
+
+
+class Outcome(enum.Enum):
+    """What :func:`record_outcome` did with a reported outcome."""
+
+    RECORDED = "recorded"  # new: stored
+    ALREADY_RECORDED = "already recorded"  # the same outcome was reported before: nothing to do
+    CONFLICT = "conflict"  # a different outcome was reported before: kept, this one refused
+    UNKNOWN_REQUEST = "unknown request"  # no answer with this request id is stored
+    UNKNOWN_RECORD = "unknown record"  # the request has no record at this position
+    RECORD_NEEDED = "record needed"  # the request answered several records: say which
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The verdict on one reported outcome, with what the caller needs to explain it."""
+
+    outcome: Outcome
+    records: int  # records the request answered (0: unknown request)
+    stored: bool | None = None  # the outcome on record, when there is one
+
+
+def record_outcome(
+    engine: sa.Engine, request_id: str, subscribed: bool, record: int | None = None
+) -> Reported:
+    """Store what the client did after the answer ``request_id`` (its ``record``-th record).
+
+    ``record`` may be left out when the request answered a single record. Idempotent: the same
+    outcome again changes nothing; a different one is refused and the first kept.
+    """
+    with engine.begin() as connection:
+        records = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(served_predictions)
+            .where(served_predictions.c.request_id == request_id)
+            .where(served_predictions.c.role == LIVE)
+        ).scalar_one()
+        if records == 0:
+            return Reported(Outcome.UNKNOWN_REQUEST, 0)
+        if record is None:
+            if records > 1:
+                return Reported(Outcome.RECORD_NEEDED, records)
+            record = 0
+        if not 0 <= record < records:
+            return Reported(Outcome.UNKNOWN_RECORD, records)
+        key = (served_outcomes.c.request_id == request_id) & (served_outcomes.c.record == record)
+        stored = connection.execute(sa.select(served_outcomes.c.subscribed).where(key)).scalar()
+        if stored is not None:
+            verdict = Outcome.ALREADY_RECORDED if stored == subscribed else Outcome.CONFLICT
+            return Reported(verdict, records, stored)
+        inserted = connection.execute(
+            _insert_ignoring_duplicates(engine, served_outcomes).returning(
+                served_outcomes.c.subscribed
+            ),
+            {
+                "request_id": request_id,
+                "record": record,
+                "subscribed": subscribed,
+                "reported_at": datetime.now(UTC),
+            },
+        ).all()
+        if inserted:
+            return Reported(Outcome.RECORDED, records, subscribed)
+        # Another report of the same record committed in between: judge against it.
+        stored = connection.execute(sa.select(served_outcomes.c.subscribed).where(key)).scalar()
+        verdict = Outcome.ALREADY_RECORDED if stored == subscribed else Outcome.CONFLICT
+        return Reported(verdict, records, stored)
+
+
+def read_served(
+    engine: sa.Engine,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    role: str | None = None,
+) -> pd.DataFrame:
+    """Answered records received in [start, end), each with its outcome (``subscribed``, null
+    until reported), ordered by time, request and record."""
+    joined = served_predictions.outerjoin(
+        served_outcomes,
+        (served_outcomes.c.request_id == served_predictions.c.request_id)
+        & (served_outcomes.c.record == served_predictions.c.record),
+    )
+    query = (
+        sa.select(served_predictions, served_outcomes.c.subscribed)
+        .select_from(joined)
+        .order_by(
+            served_predictions.c.received_at,
+            served_predictions.c.request_id,
+            served_predictions.c.record,
+            served_predictions.c.role,
+        )
+    )
+    if start is not None:
+        query = query.where(served_predictions.c.received_at >= start)
+    if end is not None:
+        query = query.where(served_predictions.c.received_at < end)
+    if role is not None:
+        query = query.where(served_predictions.c.role == role)
+    with engine.connect() as connection:
+        frame = pd.read_sql(query, connection)
+    frame["received_at"] = pd.to_datetime(frame["received_at"], utc=True)
+    return frame
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The UTC instants a day of traffic runs between: [midnight, next midnight)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def purge_served(engine: sa.Engine, before: datetime) -> tuple[int, int]:
+    """Delete answers received before ``before`` and their outcomes; returns both counts."""
+    old = sa.select(served_predictions.c.request_id).where(
+        served_predictions.c.received_at < before
+    )
+    with engine.begin() as connection:
+        outcomes = connection.execute(
+            sa.delete(served_outcomes).where(served_outcomes.c.request_id.in_(old))
+        ).rowcount
+        answers = connection.execute(
+            sa.delete(served_predictions).where(served_predictions.c.received_at < before)
+        ).rowcount
+    return answers, outcomes
