@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -20,6 +21,10 @@ from pydantic import Field
 from bank_marketing.data.source import LoadedContacts, load_contacts
 from bank_marketing.monitoring import store
 from bank_marketing.serving.rollout import APP_NAME, Rollout, RolloutError, ServeCluster
+from bank_marketing.settings import (
+    ENV_SERVED_QUEUE,
+    ENV_SERVED_SAMPLE_RATE,
+)
 from bank_marketing.training.config import Inputs
 from bank_marketing.training.tracking import ensure_experiment
 
@@ -211,6 +216,9 @@ class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server or store cannot be used."""
 
 
+SERVED_TRAFFIC_VARIABLES = (ENV_SERVED_SAMPLE_RATE, ENV_SERVED_QUEUE)
+
+
 class ServingCluster(dg.ConfigurableResource):
     """The Ray cluster that serves predictions, reached through its dashboard (``serve deploy``).
 
@@ -264,6 +272,8 @@ class ServingCluster(dg.ConfigurableResource):
             for name, value in (
                 ("BANK_MARKETING_DB_URL", self.monitoring_db_url),
                 ("BANK_MARKETING_WEBHOOK_TOKEN", self.webhook_token),
+                # What the replicas keep of their traffic, as this process was told.
+                *((name, os.environ.get(name)) for name in SERVED_TRAFFIC_VARIABLES),
             )
             if value
         }
@@ -276,8 +286,9 @@ class ServingCluster(dg.ConfigurableResource):
             environment=environment,
         )
 
-    def roll_over(self, version: str) -> Rollout:
-        """Serve ``version``; start a local Ray head first if allowed and none answers."""
+    def roll_over(self, version: str, shadow_version: str | None = None) -> Rollout:
+        """Serve ``version`` (and ``shadow_version`` in shadow); start a local Ray head first if
+        allowed and none answers."""
         cluster = self.cluster()
         if not cluster.reachable():
             if not (self.start_local and cluster.is_local()):
@@ -286,4 +297,6 @@ class ServingCluster(dg.ConfigurableResource):
                     f"allow start_local on this machine) and check RAY_DASHBOARD_ADDRESS"
                 )
             cluster.start_local(num_cpus=self.local_num_cpus)
-        return cluster.roll_over(version, timeout_s=self.rollout_timeout_seconds)
+        return cluster.roll_over(
+            version, timeout_s=self.rollout_timeout_seconds, shadow_version=shadow_version
+        )

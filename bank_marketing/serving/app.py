@@ -1,5 +1,9 @@
 """The HTTP contract: POST /predict, GET /healthz, GET /model, and /docs (OpenAPI).
 
+Every response carries ``x-request-id`` (the client's own, if it sent a valid one). With a
+:class:`~bank_marketing.serving.capture.ServedLog`, every answered record is queued to be kept in
+``served_predictions``, with the shadow challenger's score when one runs beside the model.
+
 Every bad request gets a 4xx with a JSON body that names what was wrong; nothing answers with a
 stack trace. The app reads its model from a :class:`ModelState`, so the Ray Serve deployment (or
 a test) decides how the model is loaded and swapped.
@@ -8,6 +12,7 @@ a test) decides how the model is loaded and swapped.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -16,8 +21,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bank_marketing.monitoring.served import LIVE
+from bank_marketing.serving.capture import Answer, NoTelemetry, ServedLog, Telemetry
 from bank_marketing.serving.contract import record_model
-from bank_marketing.serving.http import MAX_BODY_BYTES, problem, read_json
+from bank_marketing.serving.http import MAX_BODY_BYTES, RequestIds, problem, read_json
 from bank_marketing.serving.model import LoadedModel, ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
 
@@ -85,14 +92,22 @@ def create_app(
     inputs: Sequence[str] = DEFAULT_INPUTS,
     scorer: Scorer | None = None,
     webhook: APIRouter | None = None,
+    *,
+    served_log: ServedLog | None = None,
+    shadow: ModelState | None = None,
+    telemetry: Telemetry | None = None,
+    feedback: APIRouter | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry.
 
     ``scorer`` turns validated records into probabilities with one model (the Ray deployment
     passes one that batches concurrent requests); by default each request is scored alone.
-    ``webhook`` adds Grafana's alert receiver (``POST /webhooks/grafana``).
+    ``webhook`` adds Grafana's alert receiver (``POST /webhooks/grafana``), ``feedback`` the
+    outcomes' (``POST /feedback``). ``served_log`` keeps every answer, and ``shadow`` holds the
+    challenger it scores them with too; ``telemetry`` counts requests, latencies and scores.
     """
     score = scorer or direct_scorer(state)
+    counters = telemetry or NoTelemetry()
     Record = record_model(inputs)
     app = FastAPI(
         title="bank-marketing",
@@ -100,6 +115,12 @@ def create_app(
         "champion model of the MLflow registry (models:/bank-marketing@champion).",
         version="1",
     )
+
+    def answered(route: str, status: int, latency_ms: float) -> None:
+        model = state.model
+        counters.answered(route, status, model.version if model else "none", latency_ms)
+
+    app.add_middleware(RequestIds, on_answer=answered)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -121,12 +142,22 @@ def create_app(
             status_code=200, content={"status": "ok", "model_version": model.version}
         )
 
-    @app.get("/model", summary="The served model: version, run, training window, metrics")
+    @app.get(
+        "/model",
+        summary="The served model: version, run, training window, metrics; the shadow's version",
+    )
     async def model_info() -> JSONResponse:
         model = state.model
         if model is None:
             return problem(503, f"no model is loaded: {state.problem}")
-        return JSONResponse(status_code=200, content=model.describe())
+        shadow_model = shadow.model if shadow is not None else None
+        return JSONResponse(
+            status_code=200,
+            content={
+                **model.describe(),
+                "shadow_version": shadow_model.version if shadow_model else None,
+            },
+        )
 
     @app.post(
         "/predict",
@@ -158,6 +189,19 @@ def create_app(
         if errors:
             return problem(422, f"{len(errors)} invalid field(s)", errors)
         used, probabilities = await score(parsed)
+        counters.scored(used.version, LIVE, probabilities)
+        if served_log is not None:
+            served_log.keep(
+                Answer(
+                    request_id=request.state.request_id,
+                    received_at=request.state.received_at,
+                    model=used,
+                    records=parsed,
+                    probabilities=probabilities,
+                    latency_ms=(time.perf_counter() - request.state.started) * 1000.0,
+                    shadow=shadow.model if shadow is not None else None,
+                )
+            )
         return JSONResponse(
             status_code=200,
             content={
@@ -169,8 +213,9 @@ def create_app(
             },
         )
 
-    if webhook is not None:
-        app.include_router(webhook)
+    for router in (webhook, feedback):
+        if router is not None:
+            app.include_router(router)
     return app
 
 

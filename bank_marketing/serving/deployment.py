@@ -26,6 +26,9 @@ from fastapi import FastAPI
 from ray import serve
 
 from bank_marketing.serving.app import create_app, score_records
+from bank_marketing.serving.capture import ServedLog
+from bank_marketing.serving.feedback import create_feedback_router
+from bank_marketing.serving.metrics import RayTelemetry
 from bank_marketing.serving.model import CHAMPION_ALIAS, LoadedModel, ModelState
 from bank_marketing.serving.webhook import webhook_router_from_env
 from bank_marketing.settings import Settings
@@ -37,6 +40,9 @@ MAX_BATCH_SIZE = 32
 # No wait: under load, requests queue while a batch is scored and form the next batch anyway,
 # while a lone request never waits for company.
 BATCH_WAIT_S = 0.0
+# How long a rollover, and a graceful shutdown, wait for the answered records still queued to be
+# written; within the deployment's graceful_shutdown_timeout_s (20 s).
+FLUSH_TIMEOUT_S = 10.0
 
 
 @serve.deployment(
@@ -57,14 +63,35 @@ class PredictionService:
         poll_seconds: float = 30.0,
         max_batch_size: int = MAX_BATCH_SIZE,
         batch_wait_s: float = BATCH_WAIT_S,
+        db_url: str | None = None,
+        sample_rate: float | None = None,
+        flush_seconds: float = 1.0,
     ) -> None:
+        settings = Settings.from_env()
+        self.settings = settings
         self.alias = alias
         self.poll_seconds = poll_seconds
         self.max_batch_size = max_batch_size
         self._score_batch.set_max_batch_size(max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(batch_wait_s)
-        self.state = ModelState(tracking_uri or Settings.from_env().mlflow_tracking_uri)
+        self.state = ModelState(tracking_uri or settings.mlflow_tracking_uri)
         self.state.load(alias=alias)
+        # The challenger scored beside the model, in shadow, when user_config names one.
+        self.shadow = ModelState(tracking_uri or settings.mlflow_tracking_uri)
+        self.db_url = db_url or settings.db_url
+        self.telemetry = RayTelemetry()
+        rate = settings.traffic.sample_rate if sample_rate is None else sample_rate
+        self.served_log = (
+            ServedLog(
+                self.db_url,
+                sample_rate=rate,
+                capacity=settings.traffic.queue_records,
+                flush_seconds=flush_seconds,
+                telemetry=self.telemetry,
+            )
+            if rate > 0
+            else None
+        )
         self._alias_seen = self.state.model.version if self.state.model else None
         self._poller = asyncio.get_running_loop().create_task(self._follow_alias())
 
@@ -72,16 +99,46 @@ class PredictionService:
         inputs = self.state.model.inputs if self.state.model else None
         # Grafana's alerts land here too: BANK_MARKETING_WEBHOOK_TOKEN and the monitoring DB
         # (BANK_MARKETING_DB_URL) come from the replica's environment.
-        webhook = webhook_router_from_env()
+        options: dict[str, Any] = {
+            "scorer": self.score,
+            "webhook": webhook_router_from_env(),
+            "feedback": create_feedback_router(self.db_url, self.settings.webhook_token),
+            "served_log": self.served_log,
+            "shadow": self.shadow,
+            "telemetry": self.telemetry,
+        }
         if inputs:
-            return create_app(self.state, inputs=inputs, scorer=self.score, webhook=webhook)
-        return create_app(self.state, scorer=self.score, webhook=webhook)
+            options["inputs"] = inputs
+        return create_app(self.state, **options)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """Serve a pinned version (``model_version``), or the alias's when it is unset."""
+        """Serve a pinned version (``model_version``), or the alias's when it is unset, with
+        ``shadow_version`` scored beside it when set.
+
+        What was answered before the switch is written first, so a rollover loses nothing.
+        """
+        if self.served_log is not None and not self.served_log.flush(FLUSH_TIMEOUT_S):
+            log.warning(
+                "rollover: %d answered record(s) still queued (the monitoring database is slow "
+                "or down); they stay queued",
+                self.served_log.pending,
+            )
         version = config.get("model_version")
         if self.state.load(version=str(version) if version else None, alias=self.alias) is None:
             log.warning("keeping the served model: %s", self.state.last_error)
+        shadow = config.get("shadow_version")
+        if not shadow:
+            self.shadow.unload()
+        elif self.shadow.load(version=str(shadow)) is None:
+            # The shadow never costs an answer: without it the service answers as before.
+            log.warning("no shadow model: %s", self.shadow.last_error)
+            self.shadow.unload()
+
+    def __del__(self) -> None:
+        """Serve's graceful shutdown: write what was answered and is still queued."""
+        served_log = getattr(self, "served_log", None)
+        if served_log is not None:
+            served_log.close(FLUSH_TIMEOUT_S)
 
     async def score(self, records: list[dict[str, Any]]) -> tuple[LoadedModel, list[float]]:
         """Probabilities for one request's records, batched with concurrent small requests."""
@@ -131,10 +188,14 @@ def service_args(args: dict[str, Any]) -> dict[str, Any]:
         "poll_seconds": float(args.get("poll_seconds", 30.0)),
         "max_batch_size": int(args.get("max_batch_size", MAX_BATCH_SIZE)),
         "batch_wait_s": float(args.get("batch_wait_s", BATCH_WAIT_S)),
+        "db_url": args.get("db_url"),
+        "sample_rate": float(args["sample_rate"]) if "sample_rate" in args else None,
+        "flush_seconds": float(args.get("flush_seconds", 1.0)),
     }
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """``serve run``/``serve deploy`` entry point; args: tracking_uri, alias, poll_seconds,
-    max_batch_size, batch_wait_s."""
+    max_batch_size, batch_wait_s, db_url, sample_rate (these two default to BANK_MARKETING_DB_URL
+    and BANK_MARKETING_SERVED_SAMPLE_RATE), flush_seconds (how often kept answers are written)."""
     return PredictionService.bind(**service_args(args))

@@ -8,11 +8,18 @@ than a size limit, so an oversized request costs no more memory than the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The largest body either endpoint reads.
 MAX_BODY_BYTES = 1024 * 1024
@@ -52,3 +59,90 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, JSONResponse
         return json.loads(b"".join(chunks)), None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return None, problem(400, f"body is not valid JSON: {error}")
+
+
+def bearer_refusal(
+    token: str | None, credentials: HTTPAuthorizationCredentials | None, variable: str
+) -> JSONResponse | None:
+    """401 unless ``credentials`` carry ``token`` (compared in constant time); None when they do.
+
+    With ``token`` unset or empty every request is refused: 401 rather than 503, since nothing is
+    wrong with the service but no caller can be trusted.
+    """
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not token:
+        return problem(
+            401,
+            f"this endpoint is disabled: {variable} is not set on the server, so no request can "
+            f"be authenticated",
+            headers=challenge,
+        )
+    provided = credentials.credentials if credentials is not None else ""
+    if secrets.compare_digest(provided.encode(), token.encode()):
+        return None
+    reason = "wrong bearer token" if credentials else "missing bearer token"
+    return problem(401, f"{reason}: send 'Authorization: Bearer <{variable}>'", headers=challenge)
+
+
+# -- request ids ---------------------------------------------------------------------------------
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID = 128
+# The paths the service answers, as metric labels; anything else counts as "other", so a scan of
+# random paths cannot multiply the series.
+ROUTES = frozenset(
+    {"/predict", "/feedback", "/healthz", "/model", "/webhooks/grafana", "/docs", "/openapi.json"}
+)
+
+
+def valid_request_id(value: str) -> bool:
+    """1 to 128 visible ASCII characters: safe in a header, a log line and a database key."""
+    return 0 < len(value) <= MAX_REQUEST_ID and all(33 <= ord(c) <= 126 for c in value)
+
+
+class RequestIds:
+    """ASGI middleware: every response carries ``x-request-id``, and every request is counted.
+
+    The id is the client's own when it sends a valid one, else a new UUID; an invalid one is
+    refused with 400 (answering under another id than the client chose would break its joins).
+    The id and the arrival time are in ``request.state.request_id`` / ``.received_at`` /
+    ``.started`` for the handlers. ``on_answer(route, status, latency_ms)`` runs after each
+    response.
+    """
+
+    def __init__(self, app: ASGIApp, on_answer: Callable[[str, int, float], None]) -> None:
+        self.app = app
+        self.on_answer = on_answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        sent = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = sent if sent is not None and valid_request_id(sent) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, received_at=datetime.now(UTC), started=started)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        path = scope.get("path", "")
+        try:
+            if sent is not None and request_id != sent:
+                refusal = problem(
+                    400,
+                    f"header {REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID} visible ASCII "
+                    f"characters; got {len(sent)} character(s)",
+                )
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self.on_answer(path if path in ROUTES else "other", status, latency_ms)

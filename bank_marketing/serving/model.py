@@ -109,6 +109,11 @@ class ModelState:
         self.problem: str | None = "no model loaded yet"
         self.last_error: str | None = None
 
+    def unload(self) -> None:
+        """Hold no model (a shadow that is switched off)."""
+        with self._lock:
+            self.model, self.problem = None, "no model loaded"
+
     def alias_version(self, alias: str = CHAMPION_ALIAS) -> str:
         """The version ``alias`` points at in the registry now."""
         return require_champion(self._client, alias)

@@ -118,8 +118,9 @@ class ServeCluster:
 
     # -- the application --------------------------------------------------------------------
 
-    def app_config(self, version: str) -> dict[str, Any]:
-        """Our application's entry of the Serve config, serving ``version``."""
+    def app_config(self, version: str, shadow_version: str | None = None) -> dict[str, Any]:
+        """Our application's entry of the Serve config, serving ``version`` (and scoring
+        ``shadow_version`` beside it, in shadow)."""
         config = self._file_config()
         apps = config.get("applications") or []
         if len(apps) != 1:
@@ -136,10 +137,15 @@ class ServeCluster:
         ours = [d for d in deployments if d.get("name") == DEPLOYMENT_NAME]
         if not ours:
             raise RolloutError(f"{self.config_path} has no deployment named {DEPLOYMENT_NAME}")
-        ours[0]["user_config"] = {"model_version": str(version)}
+        ours[0]["user_config"] = {
+            "model_version": str(version),
+            "shadow_version": str(shadow_version) if shadow_version else None,
+        }
         return app
 
-    def deploy_config(self, version: str, current: dict[str, Any]) -> dict[str, Any]:
+    def deploy_config(
+        self, version: str, current: dict[str, Any], shadow_version: str | None = None
+    ) -> dict[str, Any]:
         """The config to send: the file's options, our app, and the others left as they are."""
         from ray.serve.schema import ServeDeploySchema
 
@@ -152,7 +158,7 @@ class ServeCluster:
             for name, details in (current.get("applications") or {}).items()
             if name != self.app_name and details.get("deployed_app_config")
         ]
-        config["applications"] = [*others, self.app_config(version)]
+        config["applications"] = [*others, self.app_config(version, shadow_version)]
         try:
             ServeDeploySchema.model_validate(config)
         except ValueError as error:
@@ -173,8 +179,15 @@ class ServeCluster:
             return None
         return response.json() if response.status_code == 200 else None
 
-    def roll_over(self, version: str, timeout_s: float = 180.0, confirmations: int = 8) -> Rollout:
-        """Serve ``version``, and return once the service answers with it.
+    def roll_over(
+        self,
+        version: str,
+        timeout_s: float = 180.0,
+        confirmations: int = 8,
+        shadow_version: str | None = None,
+    ) -> Rollout:
+        """Serve ``version`` (with ``shadow_version`` in shadow), and return once the service
+        answers with both.
 
         Waits until the deployment is healthy with the new ``user_config`` and then
         ``confirmations`` answers in a row from ``GET /model`` name ``version`` (requests go to
@@ -185,7 +198,9 @@ class ServeCluster:
         previous = self.served_model()
         client = self._client()
         try:
-            client.deploy_applications(self.deploy_config(version, client.get_serve_details()))
+            client.deploy_applications(
+                self.deploy_config(version, client.get_serve_details(), shadow_version)
+            )
         except RuntimeError as error:
             raise RolloutError(
                 f"Serve refused the config at {self.dashboard_url}: {error}"
@@ -198,7 +213,12 @@ class ServeCluster:
                 message = self.details()["applications"][self.app_name].get("message", "")
                 raise RolloutError(f"Serve could not deploy {self.app_name}: {message}")
             answer = self.served_model() if settled else None
-            if answer is not None and str(answer.get("version")) == str(version):
+            if (
+                answer is not None
+                and str(answer.get("version")) == str(version)
+                and answer.get("shadow_version")
+                == (str(shadow_version) if shadow_version else None)
+            ):
                 served, streak = answer, streak + 1
                 if streak >= confirmations:
                     return Rollout(

@@ -11,7 +11,6 @@ body and stores each alert once by fingerprint and start time in the monitoring 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import alerts, store
-from bank_marketing.serving.http import MAX_BODY_BYTES, problem, read_json
+from bank_marketing.serving.http import MAX_BODY_BYTES, bearer_refusal, problem, read_json
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"
@@ -169,22 +168,9 @@ def create_webhook_router(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        if not token:
-            # 401 rather than 503: nothing is wrong with the service, no caller can be trusted.
-            return problem(
-                401,
-                f"the webhook is disabled: {TOKEN_VARIABLE} is not set on the server, so no "
-                f"request can be authenticated",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        provided = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(provided.encode(), token.encode()):
-            reason = "wrong bearer token" if credentials else "missing bearer token"
-            return problem(
-                401,
-                f"{reason}: send 'Authorization: Bearer <{TOKEN_VARIABLE}>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        refusal = bearer_refusal(token, credentials, TOKEN_VARIABLE)
+        if refusal is not None:
+            return refusal
         body, refusal = await read_json(request, max_body_bytes)
         if refusal is not None:
             return refusal

@@ -23,6 +23,12 @@ class DeploymentConfig(dg.Config):
         description="Serve this registered version instead of the champion's (e.g. a rollback); "
         "the replicas keep polling the alias, so pin it with the alias too to make it last.",
     )
+    shadow_version: str | None = Field(
+        default=None,
+        description="Score every request with this registered version too, in shadow: its "
+        "scores are kept in served_predictions (role 'shadow') beside the answers, never "
+        "returned. Unset: no shadow.",
+    )
 
 
 @dg.asset(
@@ -37,8 +43,12 @@ def production_deployment(
 ) -> dg.MaterializeResult:
     version = config.model_version or _champion_version(serving.tracking_uri)
     _check_version_exists(serving.tracking_uri, version)
-    context.log.info(f"rolling {serving.serve_url} over to {MODEL_NAME} v{version}")
-    rollout = serving.roll_over(version)
+    shadow = config.shadow_version
+    if shadow is not None:
+        _check_version_exists(serving.tracking_uri, shadow)
+    beside = f", v{shadow} in shadow" if shadow else ""
+    context.log.info(f"rolling {serving.serve_url} over to {MODEL_NAME} v{version}{beside}")
+    rollout = serving.roll_over(version, shadow_version=shadow)
     served = rollout.served
     return dg.MaterializeResult(
         metadata=rounded(
@@ -47,6 +57,7 @@ def production_deployment(
                 "previous_version": rollout.previous_version or "none",
                 "model_uri": f"models:/{MODEL_NAME}/{rollout.version}",
                 "pinned": config.model_version is not None,
+                "shadow_version": shadow or "none",
                 "family": served.get("family") or "unknown",
                 "training_window": served.get("training_window") or "unknown",
                 "serve_url": dg.MetadataValue.url(rollout.serve_url),
