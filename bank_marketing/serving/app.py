@@ -97,6 +97,7 @@ def create_app(
     shadow: ModelState | None = None,
     telemetry: Telemetry | None = None,
     feedback: APIRouter | None = None,
+    echo_request_id: bool = True,
 ) -> FastAPI:
     """The FastAPI app over ``state``; ``inputs`` are the fields a record must carry.
 
@@ -105,6 +106,8 @@ def create_app(
     ``webhook`` adds Grafana's alert receiver (``POST /webhooks/grafana``), ``feedback`` the
     outcomes' (``POST /feedback``). ``served_log`` keeps every answer, and ``shadow`` holds the
     challenger it scores them with too; ``telemetry`` counts requests, latencies and scores.
+    ``echo_request_id=False`` leaves ``x-request-id`` on responses to a server that sets it
+    (Ray Serve does).
     """
     score = scorer or direct_scorer(state)
     counters = telemetry or NoTelemetry()
@@ -120,7 +123,7 @@ def create_app(
         model = state.model
         counters.answered(route, status, model.version if model else "none", latency_ms)
 
-    app.add_middleware(RequestIds, on_answer=answered)
+    app.add_middleware(RequestIds, on_answer=answered, echo=echo_request_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -106,6 +106,8 @@ class PredictionService:
             "served_log": self.served_log,
             "shadow": self.shadow,
             "telemetry": self.telemetry,
+            # Serve's own middleware puts x-request-id on every response.
+            "echo_request_id": False,
         }
         if inputs:
             options["inputs"] = inputs

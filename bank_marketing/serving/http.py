@@ -108,11 +108,18 @@ class RequestIds:
     The id and the arrival time are in ``request.state.request_id`` / ``.received_at`` /
     ``.started`` for the handlers. ``on_answer(route, status, latency_ms)`` runs after each
     response.
+
+    Under Ray Serve, Serve's own middleware (in its proxy, or in the replica's server in
+    throughput mode) has already put the id into the request, generating one when the client
+    sent none, and adds it to the response itself: ``echo=False`` leaves the response to it.
     """
 
-    def __init__(self, app: ASGIApp, on_answer: Callable[[str, int, float], None]) -> None:
+    def __init__(
+        self, app: ASGIApp, on_answer: Callable[[str, int, float], None], echo: bool = True
+    ) -> None:
         self.app = app
         self.on_answer = on_answer
+        self.echo = echo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +136,8 @@ class RequestIds:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                if self.echo:
+                    MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         path = scope.get("path", "")
