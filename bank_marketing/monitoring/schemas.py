@@ -1,6 +1,7 @@
-"""Pandera schemas of what monitoring writes: a month's predictions, a drift report's numbers and
-the month's realized quality. The assets' blocking checks validate against them before anything
-reaches the monitoring database, the sensors or the dashboard."""
+"""Pandera schemas of what monitoring writes: a month's predictions, a drift report's numbers,
+the month's realized quality and retraining signals, and a day of served traffic. The assets'
+blocking checks validate against them before anything reaches the monitoring database, the
+sensors or the dashboard."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing.pandas import Index, Series
 
+from bank_marketing.monitoring.served import LIVE, SHADOW
+
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
 SHARE = {"ge": 0.0, "le": 1.0}
 NON_EMPTY = {"min_value": 1}
+ROLES = [LIVE, SHADOW]
 
 
 class Predictions(pa.DataFrameModel):
@@ -161,6 +165,88 @@ class RetrainSignals(pa.DataFrameModel):
     class Config:
         strict = True
         ordered = True
+
+
+class ServedTraffic(pa.DataFrameModel):
+    """One day of live traffic for one model version and role against that version's reference
+    data: the rows the served_traffic table holds (``monitoring.traffic``)."""
+
+    day: Series[pd.Timestamp] = pa.Field(description="UTC day of the answers.")
+    model_version: Series[str] = pa.Field(
+        str_length=NON_EMPTY, description="The version that scored the records."
+    )
+    role: Series[str] = pa.Field(
+        isin=ROLES, description="'live': the answers returned; 'shadow': a challenger's scores."
+    )
+    requests: Series[int] = pa.Field(ge=1, description="Requests answered (distinct ids).")
+    rows: Series[int] = pa.Field(ge=1, description="Records scored.")
+    reference_rows: Series[int] = pa.Field(ge=1, description="Rows of the reference data.")
+    input_columns: Series[int] = pa.Field(ge=1, description="Model inputs checked for drift.")
+    drifted_columns: Series[int] = pa.Field(ge=0, description="Inputs whose drift test failed.")
+    drifted_share: Series[float] = pa.Field(**SHARE, description="drifted / input columns.")
+    prediction_drift: Series[float] = pa.Field(
+        ge=0.0, description="Drift score of the served probability."
+    )
+    prediction_drift_method: Series[str] = pa.Field(
+        str_length=NON_EMPTY, description="Evidently's name of the prediction drift method."
+    )
+    missing_share: Series[float] = pa.Field(
+        **SHARE, description="Missing cells over all input cells."
+    )
+    mean_probability: Series[float] = pa.Field(**SHARE, description="Mean served probability.")
+    labelled_rows: Series[int] = pa.Field(ge=0, description="Records with a reported outcome.")
+    roc_auc: Series[float] = pa.Field(
+        **SHARE, nullable=True, description="On labelled records; NaN with fewer than two labels."
+    )
+    accuracy: Series[float] = pa.Field(
+        **SHARE, nullable=True, description="At 0.5, on labelled records; NaN without any."
+    )
+    subscription_rate: Series[float] = pa.Field(
+        **SHARE, nullable=True, description="Share of labelled records subscribed; NaN without any."
+    )
+    note: Series[str] = pa.Field(nullable=True, description="Why values are missing, if any.")
+    computed_at: Series[UtcTimestamp] = pa.Field(description="When it was measured (UTC).")
+
+    @pa.dataframe_check(description="No more drifted columns than columns checked.")
+    @classmethod
+    def counts_within_columns(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["drifted_columns"] <= frame["input_columns"]
+
+    @pa.dataframe_check(description="The drifted share is the drifted count over the inputs.")
+    @classmethod
+    def share_matches_count(cls, frame: pd.DataFrame) -> pd.Series:
+        share = frame["drifted_columns"] / frame["input_columns"]
+        return (frame["drifted_share"] - share).abs() < 1e-9
+
+    @pa.dataframe_check(
+        description="A request answers at least one record; outcomes are of records scored."
+    )
+    @classmethod
+    def counts_within_rows(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["requests"] <= frame["rows"]) & (frame["labelled_rows"] <= frame["rows"])
+
+    @pa.dataframe_check(
+        description="Accuracy and subscription rate are missing exactly when no "
+        "outcome is reported; ROC AUC also when every outcome is the same."
+    )
+    @classmethod
+    def quality_only_with_outcomes(cls, frame: pd.DataFrame) -> pd.Series:
+        unlabelled = frame["labelled_rows"] == 0
+        rates = frame[["accuracy", "subscription_rate"]]
+        one_label = frame["subscription_rate"].isin([0.0, 1.0])
+        return (unlabelled & rates.isna().all(axis=1) & frame["roc_auc"].isna()) | (
+            ~unlabelled & rates.notna().all(axis=1) & (frame["roc_auc"].isna() == one_label)
+        )
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ("day", "model_version", "role")
+
+
+def for_day(model: type[pa.DataFrameModel], day: pd.Timestamp) -> pa.DataFrameSchema:
+    """``model``'s schema with every row's day equal to ``day`` (the daily partition)."""
+    return model.to_schema().update_columns({"day": {"checks": [pa.Check.eq(day)]}})
 
 
 def for_month(model: type[pa.DataFrameModel], month: pd.Timestamp) -> pa.DataFrameSchema:
