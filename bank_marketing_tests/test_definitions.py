@@ -7,6 +7,7 @@ import yaml
 
 from bank_marketing.orchestration.definitions import defs
 from bank_marketing.orchestration.partitions import monthly_partitions
+from bank_marketing.settings import Settings
 from bank_marketing_tests.conftest import REPO
 
 
@@ -24,15 +25,21 @@ def test_definitions_load() -> None:
         "production_deployment",
         "predictions",
         "drift_report",
+        "served_traffic",
     }
     # What is live now is one state, not one per month.
     unpartitioned = {dg.AssetKey("raw_contacts"), dg.AssetKey("production_deployment")}
     for key in unpartitioned:
         assert graph.get(key).partitions_def is None, key
+    # Live traffic comes by the UTC day, from the first day of the settings.
+    daily = {dg.AssetKey("served_traffic")}
+    assert graph.get(dg.AssetKey("served_traffic")).partitions_def == dg.DailyPartitionsDefinition(
+        start_date=Settings.from_env().traffic.first_day, timezone="UTC"
+    )
     assert (
         dg.AssetKey("champion_model") in graph.get(dg.AssetKey("production_deployment")).parent_keys
     )
-    for key in graph.get_all_asset_keys() - unpartitioned:
+    for key in graph.get_all_asset_keys() - unpartitioned - daily:
         assert graph.get(key).partitions_def == monthly_partitions, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert checks == {
@@ -41,6 +48,7 @@ def test_definitions_load() -> None:
         ("champion_model", "champion_is_sound"),
         ("predictions", "valid_predictions"),
         ("drift_report", "valid_drift_metrics"),
+        ("served_traffic", "valid_served_traffic"),
     }
     assert all(graph.get(check).blocking for check in graph.asset_check_keys)
     assert {job.name for job in repository.get_all_jobs()} >= {
@@ -50,6 +58,7 @@ def test_definitions_load() -> None:
         "evaluation_job",
         "deployment_job",
         "monitoring_job",
+        "served_traffic_job",
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
         "validate_landed_files",
@@ -58,6 +67,10 @@ def test_definitions_load() -> None:
         "retrain_on_grafana_alert",
         "deploy_new_champion",
     }
+    # The daemon runs it like the sensors: on by default.
+    [schedule] = repository.schedule_defs
+    assert schedule.name == "served_traffic_daily" and schedule.job_name == "served_traffic_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_thirty_one_monthly_partitions() -> None:
@@ -88,8 +101,6 @@ def test_the_stacks_run_queue_runs_one_training_round_at_a_time() -> None:
 
 def test_the_embedded_instance_queues_runs_with_the_stacks_limits(tmp_path) -> None:
     """The daemon launches the loop's runs on the embedded instance too (make dev, make live)."""
-    from bank_marketing.settings import Settings
-
     settings = Settings.from_env({"BANK_MARKETING_HOME": str(tmp_path / "home")})
     settings.prepare()
     embedded = yaml.safe_load((settings.dagster_home / "dagster.yaml").read_text())

@@ -1,4 +1,5 @@
-"""The Dagster code location: every asset, check, job and resource, assembled in one place."""
+"""The Dagster code location: every asset, check, job, sensor, schedule and resource, assembled in
+one place."""
 
 import warnings
 
@@ -13,6 +14,8 @@ from dagster_mlflow import end_mlflow_on_run_finished
 from bank_marketing.orchestration.assets.contacts import RAW_IF_STORED, contacts, raw_contacts
 from bank_marketing.orchestration.assets.deployment import production_deployment
 from bank_marketing.orchestration.assets.monitoring import drift_report, predictions
+from bank_marketing.orchestration.assets.traffic import JOB as TRAFFIC_JOB
+from bank_marketing.orchestration.assets.traffic import build_traffic
 from bank_marketing.orchestration.assets.training import (
     candidates,
     champion_evaluation,
@@ -114,8 +117,20 @@ deployment_job = dg.define_asset_job(
 )
 
 
+def _traffic_job(served_traffic: dg.AssetsDefinition) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        TRAFFIC_JOB,
+        selection=dg.AssetSelection.assets(served_traffic),
+        description="Compare a day of served traffic with the reference data of the versions "
+        "that scored it, and delete the answers past retention; served_traffic_daily runs the "
+        "last days every night.",
+        tags=BY_HAND,
+    )
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The definitions for one configuration; tests build them on a temporary home."""
+    traffic = build_traffic(settings.traffic)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         mlflow = mlflow_tracking_in_home.configured(
@@ -137,6 +152,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             production_deployment,
             predictions,
             drift_report,
+            traffic.asset,
         ],
         jobs=[
             ingest_job,
@@ -145,8 +161,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             evaluation_job,
             deployment_job,
             monitoring_job,
+            _traffic_job(traffic.asset),
         ],
         sensors=build_sensors(settings.sensor_interval_seconds),
+        schedules=[traffic.schedule],
         # A run the automation or a sensor launches runs its steps in its own process: the monthly
         # steps are small, and a process per step would cost more than it runs. training_job
         # keeps its parallel processes.
