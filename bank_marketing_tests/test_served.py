@@ -360,3 +360,47 @@ def test_writing_resumes_by_itself_after_the_database_comes_back(
         ).scalar_one()
     engine.dispose()
     assert schema == store.POSTGRES_SCHEMA
+
+
+def test_the_shadows_evidence_compares_both_versions_on_the_same_records(
+    champion: ModelState,
+    challenger: ModelState,
+    db_url: str,
+    served_log: ServedLog,
+) -> None:
+    """What production_deployment records when a version that ran in shadow goes live."""
+    client = app_client(champion, db_url, served_log, shadow=challenger)
+    batch = records(40)
+    response = client.post("/predict", json={"records": batch})
+    request_id = response.headers[REQUEST_ID_HEADER]
+    assert served_log.flush(timeout_s=10)
+    outcomes = [record["age"] % 3 == 0 for record in batch]
+    for index, subscribed in enumerate(outcomes[:30]):  # the last 10 never get an outcome
+        reported = client.post(
+            "/feedback",
+            json={"request_id": request_id, "record": index, "subscribed": subscribed},
+            headers=BEARER,
+        )
+        assert reported.status_code == 201
+
+    engine = store.connect(db_url)
+    evidence = served.shadow_evidence(engine, challenger.model.version)
+    assert served.shadow_evidence(engine, "999") is None
+    engine.dispose()
+    live = np.array([p["probability"] for p in response.json()["predictions"]])
+    shadow = challenger.model.predict_records(batch)
+    assert evidence is not None
+    assert (evidence.records, evidence.labelled) == (40, 30)
+    assert evidence.live_versions == [champion.model.version]
+    assert evidence.agreement == pytest.approx(np.mean((live >= 0.5) == (shadow >= 0.5)))
+    assert evidence.mean_abs_difference == pytest.approx(np.mean(np.abs(live - shadow)))
+    # ROC AUC as the share of (subscribed, not subscribed) pairs ranked right, ties half.
+    labels = np.array(outcomes[:30])
+
+    def pairs_ranked_right(scores: np.ndarray) -> float:
+        positive, negative = scores[:30][labels], scores[:30][~labels]
+        difference = positive[:, None] - negative[None, :]
+        return float(np.mean((difference > 0) + 0.5 * (difference == 0)))
+
+    assert evidence.live_roc_auc == pytest.approx(pairs_ranked_right(live))
+    assert evidence.shadow_roc_auc == pytest.approx(pairs_ranked_right(shadow))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sklearn.metrics import roc_auc_score
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bank_marketing.monitoring.store import served_outcomes, served_predictions
@@ -172,3 +173,69 @@ def purge_served(engine: sa.Engine, before: datetime) -> tuple[int, int]:
             sa.delete(served_predictions).where(served_predictions.c.received_at < before)
         ).rowcount
     return answers, outcomes
+
+
+@dataclass(frozen=True)
+class ShadowEvidence:
+    """How a challenger in shadow did beside the answers, on the same records."""
+
+    shadow_version: str
+    live_versions: list[str]
+    records: int  # records scored by both
+    agreement: float  # share answered the same way at the 0.5 threshold
+    mean_abs_difference: float  # mean |live - shadow| probability
+    labelled: int  # of those, records with a reported outcome
+    live_roc_auc: float | None  # on the labelled records; None with fewer than both outcomes
+    shadow_roc_auc: float | None
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "shadow_version": self.shadow_version,
+            "shadow_beside_versions": ", ".join(self.live_versions),
+            "shadow_records": self.records,
+            "shadow_agreement": self.agreement,
+            "shadow_mean_abs_difference": self.mean_abs_difference,
+            "shadow_labelled_records": self.labelled,
+            "shadow_live_roc_auc": self.live_roc_auc,
+            "shadow_roc_auc": self.shadow_roc_auc,
+        }
+
+
+def shadow_evidence(
+    engine: sa.Engine, shadow_version: str, start: datetime | None = None
+) -> ShadowEvidence | None:
+    """What the shadow rows of ``shadow_version`` (received since ``start``) say against the
+    answers given for the same records; None when it has none."""
+    shadow = read_served(engine, start=start, role=SHADOW)
+    shadow = shadow[shadow["model_version"] == str(shadow_version)]
+    if shadow.empty:
+        return None
+    live = read_served(engine, start=start, role=LIVE)
+    both = shadow.merge(
+        live[["request_id", "record", "model_version", "probability"]],
+        on=["request_id", "record"],
+        suffixes=("_shadow", "_live"),
+    )
+    if both.empty:
+        return None
+    agree = (both["probability_shadow"] >= 0.5) == (both["probability_live"] >= 0.5)
+    labelled = both.dropna(subset=["subscribed"])
+    outcomes = labelled["subscribed"].astype(bool)
+
+    def auc(column: str) -> float | None:
+        if outcomes.nunique() < 2:
+            return None
+        return float(roc_auc_score(outcomes, labelled[column]))
+
+    return ShadowEvidence(
+        shadow_version=str(shadow_version),
+        live_versions=sorted(set(both["model_version_live"]), key=lambda v: (len(v), v)),
+        records=len(both),
+        agreement=float(agree.mean()),
+        mean_abs_difference=float(
+            (both["probability_shadow"] - both["probability_live"]).abs().mean()
+        ),
+        labelled=len(labelled),
+        live_roc_auc=auc("probability_live"),
+        shadow_roc_auc=auc("probability_shadow"),
+    )

@@ -5,11 +5,15 @@ Materializing it tells the running Ray Serve application which registered versio
 It follows the champion alias unless a version is pinned (a rollback).
 """
 
+from typing import Any
+
 import dagster as dg
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
+from bank_marketing.monitoring import served, store
 from bank_marketing.orchestration.assets.metadata import rounded
 from bank_marketing.orchestration.assets.training import champion_model
 from bank_marketing.orchestration.resources import ServingCluster
@@ -48,11 +52,13 @@ def production_deployment(
         _check_version_exists(serving.tracking_uri, shadow)
     beside = f", v{shadow} in shadow" if shadow else ""
     context.log.info(f"rolling {serving.serve_url} over to {MODEL_NAME} v{version}{beside}")
+    evidence = _shadow_evidence(context, serving, version)
     rollout = serving.roll_over(version, shadow_version=shadow)
     served = rollout.served
     return dg.MaterializeResult(
         metadata=rounded(
             {
+                **evidence,
                 "live_version": rollout.version,
                 "previous_version": rollout.previous_version or "none",
                 "model_uri": f"models:/{MODEL_NAME}/{rollout.version}",
@@ -85,3 +91,35 @@ def _check_version_exists(tracking_uri: str, version: str) -> None:
         raise dg.Failure(
             f"{MODEL_NAME} v{version} is not in the registry at {tracking_uri}: {error.message}"
         ) from error
+
+
+def _shadow_evidence(
+    context: dg.AssetExecutionContext, serving: ServingCluster, version: str
+) -> dict[str, Any]:
+    """How ``version`` did in shadow before going live, if it ran in shadow (metadata).
+
+    A monitoring database that cannot be read does not stop the rollout; the metadata says so.
+    """
+    if not serving.monitoring_db_url:
+        return {}
+    try:
+        engine = store.connect(serving.monitoring_db_url)
+        try:
+            evidence = served.shadow_evidence(engine, version)
+        finally:
+            engine.dispose()
+    except sa.exc.SQLAlchemyError as error:
+        context.log.warning(f"cannot read v{version}'s shadow rows: {error}")
+        return {"shadow_evidence": f"not read: {type(error).__name__}"}
+    if evidence is None:
+        return {}
+    context.log.info(
+        f"v{version} in shadow: {evidence.records} records, agreement {evidence.agreement:.3f}, "
+        f"ROC AUC {evidence.shadow_roc_auc} against {evidence.live_roc_auc} live on "
+        f"{evidence.labelled} labelled"
+    )
+    return {
+        f"before_live_{key}": value
+        for key, value in evidence.as_metadata().items()
+        if value is not None
+    }
