@@ -1,5 +1,5 @@
 """Grafana as code: the generated dashboard is current and draws the retraining policy's default
-thresholds; the provisioning parses, reads only the stack's three datasources and commits no
+thresholds; the provisioning parses, reads only the stack's four datasources and commits no
 secret; after a short replay on PostgreSQL every panel's SQL and the alert rules' queries return
 what the panels and rules expect; an alert of a provisioned rule, posted as Grafana posts it,
 leads to exactly one retrain."""
@@ -46,10 +46,11 @@ from bank_marketing_tests.test_sensors import notification, post, requested, tic
 GRAFANA = REPO / "grafana"
 PROVISIONING = GRAFANA / "provisioning"
 DASHBOARD_JSON = GRAFANA / "dashboards" / "bank-marketing.json"
-MONITORING, MLFLOW, DAGSTER = (
+MONITORING, MLFLOW, DAGSTER, PROMETHEUS = (
     "bank-marketing-monitoring",
     "bank-marketing-mlflow",
     "bank-marketing-dagster",
+    "bank-marketing-prometheus",
 )
 # The database each datasource reads in the stack, and its role in the replayed stack.
 DATABASES = {MONITORING: "bank_marketing", MLFLOW: "mlflow", DAGSTER: "dagster"}
@@ -302,7 +303,11 @@ def test_every_provisioning_file_is_grafana_provisioning_yaml() -> None:
 
 
 def test_the_datasources_are_the_stacks_three_databases_with_fixed_uids() -> None:
-    sources = provisioned("datasources")["datasources"]
+    sources = [
+        source
+        for source in provisioned("datasources")["datasources"]
+        if source["type"] != "prometheus"
+    ]
     assert {source["uid"]: source["jsonData"]["database"] for source in sources} == DATABASES
     for source in sources:
         assert source["type"] == "grafana-postgresql-datasource"
@@ -311,6 +316,25 @@ def test_the_datasources_are_the_stacks_three_databases_with_fixed_uids() -> Non
         assert source["secureJsonData"] == {"password": "$GRAFANA_DB_PASSWORD"}
         assert source["editable"] is False
     assert [source["uid"] for source in sources if source.get("isDefault")] == [MONITORING]
+
+
+def test_the_prometheus_datasource_is_the_stacks_prometheus_service() -> None:
+    (source,) = [
+        source
+        for source in provisioned("datasources")["datasources"]
+        if source["type"] == "prometheus"
+    ]
+    assert source["uid"] == PROMETHEUS
+    # The compose service's name and Prometheus's port, inside the compose network.
+    services = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]
+    assert "prometheus" in services
+    assert source["url"] == "http://prometheus:9090"
+    assert source["access"] == "proxy" and source["editable"] is False
+    assert not source.get("isDefault")
+    # No credentials: the compose network is its boundary.
+    assert not {"user", "secureJsonData", "basicAuth"} & set(source)
+    # The scrape interval: Grafana's $__rate_interval is then at least four scrapes.
+    assert source["jsonData"]["timeInterval"] == "10s"
 
 
 def test_every_panel_and_the_alert_read_a_provisioned_datasource() -> None:

@@ -50,6 +50,8 @@ COMPOSE_FILE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 COMPOSE_SCHEMA = DOCKER / "schema" / "compose-spec.json"
 INIT_SCRIPTS = sorted((DOCKER / "postgres" / "init").glob("*.sh"))
+PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"
+GRAFANA_DATASOURCES = REPO / "grafana" / "provisioning" / "datasources" / "bank-marketing.yaml"
 VENV_BIN = Path(sys.executable).parent
 SECRET = re.compile(r"PASSWORD|TOKEN|SECRET")
 # $$ (a literal $), ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME
@@ -65,6 +67,7 @@ SERVICES = {
     "dagster-webserver",
     "dagster-daemon",
     "bootstrap",
+    "prometheus",
     "grafana",
 }
 # Services that run once and exit: no healthcheck, never restarted.
@@ -283,7 +286,8 @@ def test_every_service_is_health_checked_and_started_after_what_it_needs() -> No
         "dagster-webserver": {"postgres", "mlflow"},
         "dagster-daemon": {"postgres", "mlflow", "serving"},
         "bootstrap": {"postgres", "mlflow"},
-        "grafana": {"postgres"},
+        "prometheus": set(),
+        "grafana": {"postgres", "prometheus"},
     }
     assert {name: set(s.get("depends_on") or {}) for name, s in services.items()} == needs
     # Base images are pinned to a release, never a moving tag.
@@ -292,9 +296,17 @@ def test_every_service_is_health_checked_and_started_after_what_it_needs() -> No
     images = [s["image"] for s in services.values() if "build" not in s]
     images += [i for i in re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) if i not in stages]
     for image in images:
-        assert re.search(r":\d+\.\d+", image), f"{image} is not pinned to a release"
+        assert re.search(r":v?\d+\.\d+", image), f"{image} is not pinned to a release"
     assert services["postgres"]["image"].startswith("postgres:15.")
     assert services["grafana"]["image"].startswith("grafana/grafana:12.")
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", services["prometheus"]["image"])
+
+
+def test_every_published_port_is_on_127_0_0_1_and_configurable() -> None:
+    """Host ports on the loopback interface only, each from its own variable."""
+    for name, service in raw_compose()["services"].items():
+        for port in service.get("ports") or []:
+            assert re.fullmatch(r"127\.0\.0\.1:\$\{[A-Z_]+_PORT:-\d+\}:\d+", port), (name, port)
 
 
 def test_every_variable_compose_reads_is_documented_in_env_example() -> None:
@@ -372,6 +384,56 @@ def test_every_command_the_stack_runs_parses_with_the_installed_tools(
     mlflow_command = services["mlflow"]["command"]
     allowed = mlflow_command[mlflow_command.index("--allowed-hosts") + 1].split(",")
     assert {"mlflow", "mlflow:5000"} <= set(allowed)
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    """The value of ``flag`` in ``argv``, written ``--flag=value`` or ``--flag value``."""
+    for index, arg in enumerate(argv):
+        if arg.startswith(f"{flag}="):
+            return arg.partition("=")[2]
+        if arg == flag:
+            return argv[index + 1]
+    raise AssertionError(f"{flag} is not in {shlex.join(argv)}")
+
+
+def test_prometheus_scrapes_the_ray_heads_metrics_port_and_grafana_reads_prometheus() -> None:
+    services = compose(example_env())["services"]
+    (ray_start,) = [argv for argv in serving_script(services) if argv[:2] == ["ray", "start"]]
+    metrics_port = int(flag_value(ray_start, "--metrics-export-port"))
+    prometheus = services["prometheus"]
+    # Its configuration is docker/prometheus/prometheus.yml, mounted where the command reads it;
+    # its data is a volume.
+    mounts = {
+        target: source
+        for source, target, *_ in (mount.split(":") for mount in prometheus["volumes"])
+    }
+    config_path = mounts[flag_value(prometheus["command"], "--config.file")]
+    assert (DOCKER / config_path).resolve() == PROMETHEUS_CONFIG
+    assert mounts[flag_value(prometheus["command"], "--storage.tsdb.path")] in set(
+        raw_compose()["volumes"]
+    )
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert set(config) == {"global", "scrape_configs"}
+    (job,) = config["scrape_configs"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert [target for group in job["static_configs"] for target in group["targets"]] == [
+        f"serving:{metrics_port}"
+    ]
+    # Ray refreshes its export about every 10 s: scraped at that pace.
+    scrape_interval = job.get("scrape_interval", config["global"]["scrape_interval"])
+    assert scrape_interval == "10s"
+    # Prometheus listens on its default port; its healthcheck and published port are that one.
+    assert not any(arg.startswith("--web.listen-address") for arg in prometheus["command"])
+    (published,) = prometheus["ports"]
+    assert published.rsplit(":", 1)[1] == "9090"
+    assert "http://127.0.0.1:9090/-/ready" in healthcheck_argv(prometheus)
+    # Grafana's Prometheus datasource is this service, with the scrape interval as its smallest
+    # step (so $__rate_interval spans four scrapes), and Grafana starts after it.
+    datasources = yaml.safe_load(GRAFANA_DATASOURCES.read_text())["datasources"]
+    (source,) = [source for source in datasources if source["type"] == "prometheus"]
+    assert source["url"] == "http://prometheus:9090"
+    assert source["jsonData"]["timeInterval"] == scrape_interval
+    assert "prometheus" in services["grafana"]["depends_on"]
 
 
 def test_make_up_needs_docker_env_and_runs_compose(tmp_path: Path) -> None:
