@@ -143,15 +143,25 @@ def test_production_deployment_rolls_the_service_over_without_failed_requests(
             ][:5]
             assert answers[0][1] == first and answers[-1][1] == second
 
+            # The first version back, with the second scored beside it in shadow.
+            result = run_deployment(defs, instance, first, shadow_version=second)
+            assert result.success, failure_message(result)
+            live = _metadata(result)
+            assert (live["live_version"], live["shadow_version"]) == (first, second)
+            model = httpx.get(f"{serve_url}/model", timeout=10).json()
+            assert (model["version"], model["shadow_version"]) == (first, second)
+            response = httpx.post(f"{serve_url}/predict", json=EXAMPLE_RECORD, timeout=10)
+            assert response.json()["model_version"] == first
+
             # A version that is not registered fails the materialization; the service stays.
             result = run_deployment(defs, instance, "999")
             assert not result.success
             assert "v999 is not in the registry" in failure_message(result)
-            assert httpx.get(f"{serve_url}/model", timeout=10).json()["version"] == second
+            assert httpx.get(f"{serve_url}/model", timeout=10).json()["version"] == first
             records = instance.fetch_materializations(
                 dg.AssetKey("production_deployment"), limit=10
             ).records
-            assert len(records) == 2
+            assert len(records) == 3
     finally:
         serve.delete(APP)
 

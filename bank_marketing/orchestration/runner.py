@@ -122,11 +122,15 @@ def run_deployment(
     instance: dg.DagsterInstance,
     model_version: str | None = None,
     tags: dict[str, str] | None = None,
+    shadow_version: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Roll the prediction service over to the champion, or to ``model_version``."""
+    """Roll the prediction service over to the champion, or to ``model_version``, with
+    ``shadow_version`` scored beside it in shadow."""
     config: dict[str, Any] = dict(QUIET)
-    if model_version is not None:
-        config["ops"] = {"production_deployment": {"config": {"model_version": model_version}}}
+    chosen = {"model_version": model_version, "shadow_version": shadow_version}
+    if any(chosen.values()):
+        asset_config = {key: value for key, value in chosen.items() if value is not None}
+        config["ops"] = {"production_deployment": {"config": asset_config}}
     return defs.resolve_job_def("deployment_job").execute_in_process(
         instance=instance, run_config=config, raise_on_error=False, tags=tags
     )

@@ -137,10 +137,9 @@ class ServeCluster:
         ours = [d for d in deployments if d.get("name") == DEPLOYMENT_NAME]
         if not ours:
             raise RolloutError(f"{self.config_path} has no deployment named {DEPLOYMENT_NAME}")
-        ours[0]["user_config"] = {
-            "model_version": str(version),
-            "shadow_version": str(shadow_version) if shadow_version else None,
-        }
+        ours[0]["user_config"] = {"model_version": str(version)}
+        if shadow_version:
+            ours[0]["user_config"]["shadow_version"] = str(shadow_version)
         return app
 
     def deploy_config(
