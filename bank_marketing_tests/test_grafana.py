@@ -1,8 +1,10 @@
 """Grafana as code: the generated dashboard is current and draws the retraining policy's default
 thresholds; the provisioning parses, reads only the stack's four datasources and commits no
-secret; after a short replay on PostgreSQL every panel's SQL and the alert rules' queries return
-what the panels and rules expect; an alert of a provisioned rule, posted as Grafana posts it,
-leads to exactly one retrain."""
+secret; after a short replay on PostgreSQL every monthly panel's SQL and the alert rules' queries
+return what the panels and rules expect; an alert of a provisioned rule, posted as Grafana posts
+it, leads to exactly one retrain. The row "Live traffic": every PromQL expression parses and reads
+only the series the service and Ray Serve export, and every SQL query returns, after served
+traffic, the numbers computed here from the rows inserted."""
 
 from __future__ import annotations
 
@@ -12,20 +14,33 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
+import promql_parser
 import psycopg2
 import pytest
+import sqlalchemy as sa
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sklearn.metrics import roc_auc_score
 
+from bank_marketing.monitoring import store
 from bank_marketing.monitoring.policy import RetrainRule
+from bank_marketing.monitoring.served import (
+    LIVE,
+    SHADOW,
+    insert_served,
+    read_served,
+    record_outcome,
+)
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.runner import failure_message, run_training
 from bank_marketing.orchestration.sensors import (
@@ -33,6 +48,7 @@ from bank_marketing.orchestration.sensors import (
     RetrainPolicy,
     retrain_on_grafana_alert,
 )
+from bank_marketing.serving.app import THRESHOLD
 from bank_marketing.serving.webhook import create_webhook_router
 from bank_marketing_tests.conftest import (
     POSTGRES,
@@ -110,8 +126,35 @@ def dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD_JSON.read_text(encoding="utf-8"))
 
 
+def live_row() -> dict[str, Any]:
+    (row,) = [panel for panel in dashboard()["panels"] if panel["type"] == "row"]
+    return row
+
+
 def sql_panels() -> list[dict[str, Any]]:
-    return [panel for panel in dashboard()["panels"] if panel.get("targets")]
+    """The panels above the live row: months, registered versions, pipeline runs (SQL)."""
+    top = live_row()["gridPos"]["y"]
+    return [
+        panel
+        for panel in dashboard()["panels"]
+        if panel.get("targets") and panel["gridPos"]["y"] < top
+    ]
+
+
+def live_panels() -> list[dict[str, Any]]:
+    """The panels of the row "Live traffic" (below it: the row is open, so they follow it)."""
+    top = live_row()["gridPos"]["y"]
+    return [panel for panel in dashboard()["panels"] if panel["gridPos"]["y"] > top]
+
+
+def live_targets(kind: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) of the live row's queries of a datasource type."""
+    return [
+        (panel, target)
+        for panel in live_panels()
+        for target in panel["targets"]
+        if target["datasource"]["type"] == kind
+    ]
 
 
 def provisioning_files() -> dict[str, Any]:
@@ -341,7 +384,7 @@ def test_every_panel_and_the_alert_read_a_provisioned_datasource() -> None:
     uids = {source["uid"] for source in provisioned("datasources")["datasources"]}
     panels = dashboard()["panels"]
     assert {panel["title"] for panel in sql_panels()} == set(PANEL_COLUMNS)
-    assert [panel["type"] for panel in panels if not panel.get("targets")] == ["alertlist"]
+    assert [panel["type"] for panel in panels if not panel.get("targets")] == ["alertlist", "row"]
     for panel in sql_panels():
         assert panel["datasource"]["uid"] in uids, panel["title"]
         for target in panel["targets"]:
@@ -614,6 +657,272 @@ def test_an_alert_of_the_rule_in_grafanas_format_requests_one_retrain(
         assert not again.run_requests
 
 
+# The row "Live traffic": Prometheus series of the service and Ray Serve, and the served tables.
+
+
+# Each series the live row may read, with its own labels: the service's
+# (bank_marketing/serving/metrics.py, prefixed ray_ by Ray's metrics export) and Ray Serve's.
+def histogram(name: str, labels: set[str]) -> dict[str, set[str]]:
+    return {
+        f"{name}_bucket": labels | {"le"},
+        f"{name}_sum": labels,
+        f"{name}_count": labels,
+    }
+
+
+SERIES: dict[str, set[str]] = {
+    "ray_bank_marketing_requests_total": {"model_version", "route", "status"},
+    **histogram("ray_bank_marketing_request_latency_ms", {"model_version", "route"}),
+    **histogram("ray_bank_marketing_probability", {"model_version", "role"}),
+    "ray_bank_marketing_served_records_total": {"outcome"},
+    "ray_bank_marketing_served_queue": set(),
+    "ray_serve_num_http_requests_total": {"application", "route", "method", "status_code"},
+    **histogram(
+        "ray_serve_http_request_latency_ms", {"application", "route", "method", "status_code"}
+    ),
+}
+# What Ray's export adds to every series of a replica, and Prometheus to every scraped one.
+RAY_LABELS = {
+    "application",
+    "deployment",
+    "replica",
+    "Component",
+    "NodeAddress",
+    "SessionName",
+    "WorkerId",
+    "instance",
+    "job",
+}
+# Grafana's variables in PromQL, as a range query of a day at Grafana's default resolution
+# would fill them in (the datasource's timeInterval is the 10 s scrape).
+PROMQL_VARIABLES = {"$__rate_interval": "2m", "$__interval": "1m", "$__range": "1d"}
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def parse_promql(expr: str) -> promql_parser.Expr:
+    for variable, value in PROMQL_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"a Grafana variable this test does not know: {expr}"
+    return promql_parser.parse(expr)
+
+
+def selectors(expr: promql_parser.Expr) -> list[promql_parser.VectorSelector]:
+    found: list[promql_parser.VectorSelector] = []
+    promql_parser.walk(
+        expr,
+        lambda node: found.append(node) if isinstance(node, promql_parser.VectorSelector) else None,
+    )
+    return found
+
+
+def output_labels(node: promql_parser.Expr) -> set[str] | None:
+    """The labels of the vectors ``node`` yields (None: a scalar), checking on the way that every
+    grouping and every vector match names labels its operands have."""
+    if isinstance(node, promql_parser.VectorSelector):
+        return SERIES[node.name] | RAY_LABELS
+    if isinstance(node, promql_parser.MatrixSelector):
+        return output_labels(node.vector_selector)
+    if isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr):
+        return output_labels(node.expr)
+    if isinstance(node, promql_parser.NumberLiteral | promql_parser.StringLiteral):
+        return None
+    if isinstance(node, promql_parser.AggregateExpr):
+        inner = output_labels(node.expr)
+        assert inner is not None, f"{node}: aggregates a scalar"
+        if node.modifier is None:
+            return set()
+        named = set(node.modifier.labels)
+        assert named <= inner, f"{node}: groups by {named - inner}, which it does not have"
+        return named if node.modifier.type == promql_parser.AggModifierType.By else inner - named
+    if isinstance(node, promql_parser.Call):
+        vectors = [labels for arg in node.args if (labels := output_labels(arg)) is not None]
+        if node.func.name == "histogram_quantile":
+            (labels,) = vectors
+            assert "le" in labels, f"{node}: histogram_quantile needs the buckets' le"
+            return labels - {"le"}
+        return vectors[0] if vectors else None
+    if isinstance(node, promql_parser.BinaryExpr):
+        lhs, rhs = output_labels(node.lhs), output_labels(node.rhs)
+        if lhs is None or rhs is None:
+            return rhs if lhs is None else lhs
+        if str(node.op) in {"and", "unless"}:
+            return lhs
+        # One-to-one matching on every label (no on/ignoring here): both sides must have the same.
+        assert node.modifier is None or node.modifier.matching is None, str(node)
+        assert lhs == rhs, f"{node}: {sorted(lhs)} against {sorted(rhs)} never match"
+        return lhs
+    raise AssertionError(f"{node}: {type(node).__name__} is not expected on this dashboard")
+
+
+def promql_queries() -> list[tuple[str, str, str]]:
+    """(where, expr, legend) of every PromQL expression of the dashboard, the annotation's too."""
+    queries = [
+        (f"{panel['title']} {target['refId']}", target["expr"], target.get("legendFormat", ""))
+        for panel, target in live_targets("prometheus")
+    ]
+    for annotation in dashboard()["annotations"]["list"]:
+        if annotation["datasource"]["type"] == "prometheus":
+            queries.append((annotation["name"], annotation["expr"], annotation["titleFormat"]))
+    return queries
+
+
+def test_the_live_row_follows_the_monthly_panels_and_reads_prometheus_and_served_tables():
+    row = live_row()
+    assert row["title"] == "Live traffic" and row["collapsed"] is False and row["panels"] == []
+    panels = dashboard()["panels"]
+    assert all(panel["gridPos"]["y"] + panel["gridPos"]["h"] <= row["gridPos"]["y"]
+               for panel in panels if panel["gridPos"]["y"] < row["gridPos"]["y"])  # fmt: skip
+    live = live_panels()
+    assert panels[-len(live) :] == live and panels[-len(live) - 1] == row
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    titles = [panel["title"] for panel in live]
+    assert titles == list(LIVE_PANELS)
+    for panel in live:
+        assert panel["type"] == "timeseries", panel["title"]
+        kinds = {target["datasource"]["type"] for target in panel["targets"]}
+        assert kinds == {LIVE_PANELS[panel["title"]]}, panel["title"]
+        uid = PROMETHEUS if kinds == {"prometheus"} else MONITORING
+        assert panel["datasource"] == {"type": kinds.pop(), "uid": uid}, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+        # The time picker rules (a panel's relative time would be ignored on the data's absolute
+        # months and would hide the rollover annotation).
+        assert "timeFrom" not in panel and "timeShift" not in panel
+    # A way to the live range and back.
+    links = {link["title"]: link["url"] for link in dashboard()["links"]}
+    assert links["Live traffic: the last 24 hours"] == "/d/bank-marketing?from=now-24h&to=now"
+    start, end = dashboard_range()
+    assert links["The data's months"] == (
+        f"/d/bank-marketing?from={start.timestamp() * 1000:.0f}&to={end.timestamp() * 1000:.0f}"
+    )
+
+
+# The live row's panels, top to bottom, and the datasource type each reads.
+LIVE_PANELS = {
+    "Predictions per second by model version": "prometheus",
+    "Prediction latency p50 and p99 by model version": "prometheus",
+    "Client and server errors per second": "prometheus",
+    "Mean predicted probability by model version and role": "prometheus",
+    "Answered records kept and dropped": "prometheus",
+    "Answered records per hour by model version": "grafana-postgresql-datasource",
+    "Shadow agreement by day": "grafana-postgresql-datasource",
+    "Realized ROC AUC of served traffic by day": "grafana-postgresql-datasource",
+    "Drift of served traffic by day": "grafana-postgresql-datasource",
+}
+
+
+@pytest.mark.parametrize(("where", "expr", "legend"), promql_queries(), ids=lambda v: str(v)[:60])
+def test_every_promql_expression_parses_and_reads_only_the_exported_series(
+    where: str, expr: str, legend: str
+) -> None:
+    parsed = parse_promql(expr)
+    used = selectors(parsed)
+    assert used, where
+    for selector in used:
+        assert selector.name in SERIES, f"{where}: {selector.name} is not an exported series"
+        for matcher in selector.matchers.matchers:
+            assert matcher.name in SERIES[selector.name] | RAY_LABELS, f"{where}: {matcher}"
+    labels = output_labels(parsed)
+    assert labels is not None, where
+    # The legend names only labels the result keeps.
+    assert set(LEGEND_LABEL.findall(legend)) <= labels, f"{where}: {legend} against {labels}"
+    # Counters and histograms are read as rates (or counted, to see a series exist), never as
+    # raw totals, which restart with each replica.
+    read = set()
+
+    def rated_or_counted(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.MatrixSelector):
+            read.add(node.vector_selector.name)
+        elif isinstance(node, promql_parser.AggregateExpr) and str(node.op) == "count":
+            read.update(selector.name for selector in selectors(node.expr))
+
+    promql_parser.walk(parsed, rated_or_counted)
+    for selector in used:
+        if selector.name.endswith(("_total", "_bucket", "_sum", "_count")):
+            assert selector.name in read, f"{where}: {selector.name} read as a raw total"
+
+
+def test_live_promql_reads_versions_quantiles_and_means_as_intended() -> None:
+    targets = {
+        (panel["title"], target["refId"]): parse_promql(target["expr"])
+        for panel, target in live_targets("prometheus")
+    }
+    # Latency: histogram_quantile over the buckets' rate, summed by (le, model_version).
+    latency = "Prediction latency p50 and p99 by model version"
+    for ref_id, quantile in (("A", 0.5), ("B", 0.99)):
+        call = targets[(latency, ref_id)]
+        assert isinstance(call, promql_parser.Call) and call.func.name == "histogram_quantile"
+        phi, grouped = call.args
+        assert phi.val == quantile
+        assert set(grouped.modifier.labels) == {"le", "model_version"}
+        (selector,) = selectors(grouped)
+        assert selector.name == "ray_bank_marketing_request_latency_ms_bucket"
+        assert output_labels(call) == {"model_version"}
+    # Mean probability: rate of the sum over rate of the count, by version and role.
+    mean = targets[("Mean predicted probability by model version and role", "A")]
+    assert isinstance(mean, promql_parser.BinaryExpr) and str(mean.op) == "/"
+    assert [selector.name for selector in selectors(mean)] == [
+        "ray_bank_marketing_probability_sum",
+        "ray_bank_marketing_probability_count",
+    ]
+    assert output_labels(mean) == {"model_version", "role"}
+    # Requests by version: a version's series ends when it stops answering (no zero tail).
+    requests = targets[("Predictions per second by model version", "A")]
+    assert output_labels(requests) == {"model_version"}
+    assert str(requests.op) == ">" and requests.rhs.val == 0
+    # 4xx and 5xx by status class; kept, dropped and duplicate by outcome; the queue.
+    errors = "Client and server errors per second"
+    for ref_id, status in (("A", "4.."), ("B", "5..")):
+        (selector,) = selectors(targets[(errors, ref_id)])
+        assert [(m.name, m.value) for m in selector.matchers.matchers] == [("status", status)]
+    records = "Answered records kept and dropped"
+    assert output_labels(targets[(records, "A")]) == {"outcome"}
+    assert [s.name for s in selectors(targets[(records, "B")])] == [
+        "ray_bank_marketing_served_queue"
+    ]
+
+
+def test_rollovers_are_marked_on_the_live_panels() -> None:
+    """A mark where a version starts answering: its series now, and not a minute earlier."""
+    (annotation,) = [
+        annotation
+        for annotation in dashboard()["annotations"]["list"]
+        if annotation["datasource"]["type"] == "prometheus"
+    ]
+    assert annotation["datasource"]["uid"] == PROMETHEUS and annotation["enable"] is True
+    assert annotation["filter"] == {
+        "exclude": False,
+        "ids": [panel["id"] for panel in live_panels()],
+    }
+    parsed = parse_promql(annotation["expr"])
+    assert isinstance(parsed, promql_parser.BinaryExpr) and str(parsed.op) == "unless"
+    now, before = selectors(parsed)
+    assert now.name == before.name == "ray_bank_marketing_requests_total"
+    assert now.offset is None and before.offset == timedelta(minutes=1)
+    assert output_labels(parsed) == {"model_version"}
+    assert "{{model_version}}" in annotation["titleFormat"]
+    assert annotation["step"] == "1m"
+
+
+def test_shadow_agreement_compares_at_the_services_threshold() -> None:
+    assert load_generator().SUBSCRIBED_THRESHOLD == THRESHOLD
+    for panel, target in live_targets("grafana-postgresql-datasource"):
+        if panel["title"] == "Shadow agreement by day" and target["refId"] == "A":
+            assert f"live.probability >= {THRESHOLD}" in target["rawSql"]
+            assert f"shadow.probability >= {THRESHOLD}" in target["rawSql"]
+
+
+def test_live_sql_returns_time_metric_and_one_value_over_the_time_picker() -> None:
+    """Grafana names a series after the metric text when a query has three columns."""
+    for panel, target in live_targets("grafana-postgresql-datasource"):
+        sql = target["rawSql"]
+        assert target["format"] == "time_series", panel["title"]
+        assert re.search(r"\$__timeFilter\((live\.received_at|received_at|day)\)", sql), sql
+        assert "AS metric" in sql and sql.rstrip().endswith("ORDER BY 1, 2"), panel["title"]
+        # A UTC hour or day, whatever the session's time zone.
+        assert "AT TIME ZONE 'UTC' AS \"time\"" in sql, panel["title"]
+
+
 # After a short replay on PostgreSQL, laid out as the stack lays it out.
 
 
@@ -764,3 +1073,229 @@ def test_the_alert_posted_to_the_receiver_leads_to_exactly_one_retrain_run(stack
         monitoring_db=monitoring_db,
     )
     assert not again.run_requests
+
+
+# The live row's SQL after served traffic, on PostgreSQL: the rows as the service and the daily
+# served_traffic asset write them, the numbers computed here from the same rows.
+
+# The dashboard's "now" for these tests, and the time picker's last three days before it.
+LIVE_NOW = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+LIVE_RANGE = (LIVE_NOW - timedelta(days=3), LIVE_NOW)
+# Version 4 is the champion; version 5 runs in shadow from 2026-03-03, then replaces it at 12:30
+# on 2026-03-04 (a rollover inside an hour); one request every 20 minutes from before the range
+# to after it.
+SHADOW_FROM = datetime(2026, 3, 3, tzinfo=UTC)
+ROLLOVER = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+TRAFFIC_FROM, TRAFFIC_TO = (
+    datetime(2026, 3, 1, 12, tzinfo=UTC),
+    datetime(2026, 3, 4, 19, tzinfo=UTC),
+)
+
+
+def served_answers() -> list[dict[str, Any]]:
+    """served_predictions rows: 1 to 3 records a request; while version 5 runs in shadow it
+    scores every record, except the records after the first of every fifth request."""
+    rng = np.random.default_rng(7)
+    rows = []
+    moment, index = TRAFFIC_FROM, 0
+    while moment < TRAFFIC_TO:
+        live_version = "5" if moment >= ROLLOVER else "4"
+        shadowed = SHADOW_FROM <= moment < ROLLOVER
+        for record in range(1 + index % 3):
+            probability = float(rng.uniform(0, 1))
+            answer = {
+                "request_id": f"request-{index:04d}",
+                "record": record,
+                "received_at": moment,
+                "inputs": {"age": 30 + record},
+                "latency_ms": 4.0,
+            }
+            rows.append(
+                {**answer, "role": LIVE, "model_version": live_version, "probability": probability}
+            )
+            if shadowed and (record == 0 or index % 5):
+                challenger = float(np.clip(probability + rng.normal(0, 0.2), 0, 1))
+                rows.append(
+                    {**answer, "role": SHADOW, "model_version": "5", "probability": challenger}
+                )
+        moment, index = moment + timedelta(minutes=20), index + 1
+    return rows
+
+
+def served_traffic_rows(answers: pd.DataFrame) -> list[dict[str, Any]]:
+    """One served_traffic row a day, version and role, its realized quality from the reported
+    outcomes (ROC AUC null with a single label); the drift numbers made up, one of them null."""
+    rows = []
+    answers = answers.assign(day=answers["received_at"].dt.date)
+    groups = answers.groupby(["day", "model_version", "role"], sort=True)
+    for number, ((day, version, role), group) in enumerate(groups):
+        labelled = group.dropna(subset=["subscribed"])
+        truth = labelled["subscribed"].astype(bool)
+        both = truth.nunique() == 2
+        rows.append(
+            {
+                "day": day,
+                "model_version": version,
+                "role": role,
+                "requests": group["request_id"].nunique(),
+                "rows": len(group),
+                "reference_rows": 5000,
+                "input_columns": 11,
+                "drifted_columns": number % 4,
+                "drifted_share": (number % 4) / 11,
+                "prediction_drift": None if number == 0 else 0.02 * number,
+                "prediction_drift_method": "wasserstein",
+                "missing_share": 0.0,
+                "mean_probability": float(group["probability"].mean()),
+                "labelled_rows": len(labelled),
+                "roc_auc": float(roc_auc_score(truth, labelled["probability"])) if both else None,
+                "accuracy": float(((labelled["probability"] >= 0.5) == truth).mean())
+                if len(labelled)
+                else None,
+                "subscription_rate": float(truth.mean()) if len(labelled) else None,
+                "note": None,
+                "computed_at": LIVE_NOW,
+            }
+        )
+    # A day before the range, which no panel shows.
+    rows.append({**rows[0], "day": date(2026, 2, 20), "roc_auc": 0.9, "prediction_drift": 0.5})
+    return rows
+
+
+@dataclass(frozen=True)
+class ServedTraffic:
+    """A monitoring database after served traffic, and what was written to it."""
+
+    database: str
+    answers: list[dict[str, Any]]
+    traffic: list[dict[str, Any]]
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """``sql`` with Grafana's macros over LIVE_RANGE, in a session whose time zone is not
+        UTC (as Grafana's may be): hours and days must be UTC's all the same."""
+        connection = psycopg2.connect(
+            **{**POSTGRES, "dbname": self.database}, options="-c TimeZone=Asia/Kolkata"
+        )
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(expand_macros(sql, *LIVE_RANGE))
+                assert [column.name for column in cursor.description][1] == "metric"
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def served_traffic(postgres_database: str) -> Iterator[ServedTraffic]:
+    """Answers kept as the service keeps them, outcomes reported for every other request, and
+    the daily served_traffic rows, in schema monitoring of a fresh database."""
+    engine = store.connect(f"postgresql://postgres@127.0.0.1:5432/{postgres_database}")
+    try:
+        answers = served_answers()
+        assert insert_served(engine, answers) == len(answers)
+        rng = np.random.default_rng(11)
+        for row in answers:
+            if row["role"] == LIVE and int(row["request_id"].rsplit("-", 1)[1]) % 2 == 0:
+                subscribed = bool(rng.uniform(0, 1) < row["probability"])
+                record_outcome(engine, row["request_id"], subscribed, row["record"])
+        traffic = served_traffic_rows(read_served(engine))
+        with engine.begin() as connection:
+            connection.execute(sa.insert(store.served_traffic), traffic)
+        yield ServedTraffic(postgres_database, answers, traffic)
+    finally:
+        engine.dispose()
+
+
+def in_range(moment: datetime) -> bool:
+    """Grafana's $__timeFilter on a timestamp column: BETWEEN, both ends included."""
+    return LIVE_RANGE[0] <= moment <= LIVE_RANGE[1]
+
+
+def day_in_range(day: date) -> bool:
+    """$__timeFilter on a DATE column: PostgreSQL casts the range's ends to their dates."""
+    return LIVE_RANGE[0].date() <= day <= LIVE_RANGE[1].date()
+
+
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def expected_live_series(traffic: ServedTraffic) -> dict[tuple[str, str], dict[Any, float]]:
+    """Each live SQL query's rows, computed here: (panel, refId) -> {(time, metric): value}."""
+    live = [row for row in traffic.answers if row["role"] == LIVE and in_range(row["received_at"])]
+    hourly: dict[Any, float] = {}
+    for row in live:
+        hour = row["received_at"].replace(minute=0, second=0, microsecond=0)
+        key = (hour, f"version {row['model_version']}")
+        hourly[key] = hourly.get(key, 0) + 1
+    shadows = {
+        (row["request_id"], row["record"]): row for row in traffic.answers if row["role"] == SHADOW
+    }
+    pairs: dict[tuple[datetime, str], list[tuple[float, float]]] = {}
+    for row in live:
+        shadow = shadows.get((row["request_id"], row["record"]))
+        if shadow is not None:
+            versions = f"challenger version {shadow['model_version']} against version 4"
+            assert row["model_version"] == "4"
+            key = (midnight(row["received_at"].date()), versions)
+            pairs.setdefault(key, []).append((row["probability"], shadow["probability"]))
+    agreement = {
+        (day, f"agreement, {versions}"): float(
+            np.mean([(p >= THRESHOLD) == (s >= THRESHOLD) for p, s in both])
+        )
+        for (day, versions), both in pairs.items()
+    }
+    difference = {
+        (day, f"mean absolute difference, {versions}"): float(
+            np.mean([abs(p - s) for p, s in both])
+        )
+        for (day, versions), both in pairs.items()
+    }
+    days = [row for row in traffic.traffic if day_in_range(row["day"])]
+
+    def daily(column: str, prefix: str = "") -> dict[Any, float]:
+        return {
+            (midnight(row["day"]), f"{prefix}version {row['model_version']} {row['role']}"): row[
+                column
+            ]
+            for row in days
+            if row[column] is not None
+        }
+
+    return {
+        ("Answered records per hour by model version", "A"): hourly,
+        ("Shadow agreement by day", "A"): agreement,
+        ("Shadow agreement by day", "B"): difference,
+        ("Realized ROC AUC of served traffic by day", "A"): daily("roc_auc"),
+        ("Drift of served traffic by day", "A"): daily("prediction_drift", "prediction drift, "),
+        ("Drift of served traffic by day", "B"): daily("drifted_share", "drifted input share, "),
+    }
+
+
+@pytest.mark.integration
+def test_each_live_sql_query_returns_the_served_traffic(served_traffic: ServedTraffic) -> None:
+    expected = expected_live_series(served_traffic)
+    queried = set()
+    for panel, target in live_targets("grafana-postgresql-datasource"):
+        key = (panel["title"], target["refId"])
+        rows = served_traffic.query(target["rawSql"])
+        times = [row[0] for row in rows]
+        assert times == sorted(times), key  # Grafana needs time series sorted by time
+        got = {(moment.astimezone(UTC), metric): float(value) for moment, metric, value in rows}
+        assert len(got) == len(rows), key
+        assert got == pytest.approx(expected[key]), key
+        assert got, f"{key}: no rows"
+        queried.add(key)
+    assert queried == set(expected)
+    # What the panels show: the rollover hour has a bar of each version; the challenger's
+    # agreement is named; its realized ROC AUC in shadow is there once outcomes came back.
+    hourly = expected[("Answered records per hour by model version", "A")]
+    rollover_hour = ROLLOVER.replace(minute=0)
+    assert {(rollover_hour, "version 4"), (rollover_hour, "version 5")} <= set(hourly)
+    assert {metric for _, metric in expected[("Shadow agreement by day", "A")]} == {
+        "agreement, challenger version 5 against version 4"
+    }
+    roc = expected[("Realized ROC AUC of served traffic by day", "A")]
+    assert (midnight(SHADOW_FROM.date()), "version 5 shadow") in roc
+    # Nothing from outside the range: the day before it, the hour after "now".
+    assert all(moment >= midnight(LIVE_RANGE[0].date()) for moment, _ in roc)

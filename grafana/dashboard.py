@@ -4,26 +4,40 @@
 file Grafana's dashboard provider loads; the test suite checks that the committed file is what
 this module builds. Edit this module, never the JSON.
 
-Every panel reads one of the three provisioned PostgreSQL datasources (fixed uids, see
+Every panel reads one of the provisioned datasources (fixed uids, see
 ``provisioning/datasources/``): the monitoring tables (schema ``monitoring``), MLflow's backend
-store and Dagster's run storage. Months are real dates on the time axis (the ``month`` DATE
-column, as midnight UTC), and the dashboard is in UTC so that a browser west of Greenwich does
-not show 2009-04 as the last evening of March.
+store and Dagster's run storage in PostgreSQL, and the stack's Prometheus. Months are real dates
+on the time axis (the ``month`` DATE column, as midnight UTC), and the dashboard is in UTC so that
+a browser west of Greenwich does not show 2009-04 as the last evening of March.
+
+The row "Live traffic" is the service as it answers now: its Prometheus series and the records it
+keeps (``served_predictions``, ``served_traffic``). Its panels follow the time picker like the
+others, so they are read on a recent range (the dashboard link "Live traffic: the last 24
+hours"), where the monthly panels above are empty; the data's months are 2008 to 2010.
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
-from grafana_foundation_sdk.builders import barchart, common, dashboard, table, timeseries
+from grafana_foundation_sdk.builders import (
+    barchart,
+    common,
+    dashboard,
+    prometheus,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
+from grafana_foundation_sdk.models import prometheus as prometheus_models
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "bank-marketing.json"
 DASHBOARD_UID = "bank-marketing"
@@ -31,6 +45,8 @@ POSTGRES_TYPE = "grafana-postgresql-datasource"
 MONITORING_UID = "bank-marketing-monitoring"
 MLFLOW_UID = "bank-marketing-mlflow"
 DAGSTER_UID = "bank-marketing-dagster"
+PROMETHEUS_TYPE = "prometheus"
+PROMETHEUS_UID = "bank-marketing-prometheus"
 # The data's months are 2008-05..2010-11: open on all of them, with a month of margin on each
 # side so the first and last points are not drawn on the panel's edge. Later months (a live
 # deployment) are one click away in the time picker.
@@ -59,6 +75,12 @@ PREDICTION_DRIFT_PANEL_ID = 1
 DRIFT_P_VALUE_PANEL_ID = 9
 REALIZED_Z_PANEL_ID = 10
 ESTIMATED_DROP_PANEL_ID = 12
+# The row "Live traffic" and its panels: ids from here on, top to bottom.
+LIVE_ROW_ID = 13
+LIVE_ROW_Y = 59
+# The service answers "subscribed" when the probability is at least this
+# (bank_marketing.serving.app.THRESHOLD); shadow agreement compares both sides at it.
+SUBSCRIBED_THRESHOLD = 0.5
 
 
 class SignalAlert(NamedTuple):
@@ -120,9 +142,15 @@ class SqlQuery(cogvariants.Dataquery):
 class Sql(cogbuilder.Builder[SqlQuery]):
     """Builds a :class:`SqlQuery`; ``time_series`` needs a ``time`` column, sorted."""
 
-    def __init__(self, datasource_uid: str, raw_sql: str, query_format: str = "time_series"):
+    def __init__(
+        self,
+        datasource_uid: str,
+        raw_sql: str,
+        query_format: str = "time_series",
+        ref_id: str = "A",
+    ):
         sql = textwrap.dedent(raw_sql).strip()
-        self._internal = SqlQuery("A", sql, query_format, datasource_uid)
+        self._internal = SqlQuery(ref_id, sql, query_format, datasource_uid)
 
     def build(self) -> SqlQuery:
         return self._internal
@@ -151,8 +179,8 @@ class BuiltIn(cogbuilder.Builder[BuiltInAnnotations]):
         return BuiltInAnnotations()
 
 
-def datasource(uid: str) -> dashboard_models.DataSourceRef:
-    return dashboard_models.DataSourceRef(type_val=POSTGRES_TYPE, uid=uid)
+def datasource(uid: str, kind: str = POSTGRES_TYPE) -> dashboard_models.DataSourceRef:
+    return dashboard_models.DataSourceRef(type_val=kind, uid=uid)
 
 
 def position(x: int, y: int, w: int, h: int) -> dashboard_models.GridPos:
@@ -644,15 +672,493 @@ def pipeline_runs_panel() -> table.Panel:
     )
 
 
+# The row "Live traffic": the service as it answers now. Its Prometheus series are Ray's export of
+# bank_marketing/serving/metrics.py (Ray prefixes them with ray_); its PostgreSQL tables are what
+# the replicas keep (served_predictions) and the daily served_traffic asset computes. Every
+# version-labelled series is named "version N", in both sources, so a rollover reads as one name
+# ending and the next one starting.
+
+# Grafana's rate window: at least four scrapes (the datasource's timeInterval is the 10 s scrape).
+RATE = "$__rate_interval"
+PREDICT = 'route="/predict"'
+
+
+def rate(series: str, matchers: str = "") -> str:
+    selector = f"{series}{{{matchers}}}" if matchers else series
+    return f"rate({selector}[{RATE}])"
+
+
+class Rollovers:
+    """A dashboard annotation on Prometheus: a mark where a model version starts answering (its
+    requests series exists now and did not a minute earlier), on the live row's panels.
+
+    Grafana draws annotations over the dashboard's time range, so the marks show when the picker
+    is on a recent range, as the live panels are read. The SDK's annotation type has no field for
+    Prometheus's step and title."""
+
+    def __init__(self, panel_ids: list[int]) -> None:
+        self.panel_ids = panel_ids
+
+    def to_json(self) -> dict[str, object]:
+        requests = 'ray_bank_marketing_requests_total{model_version!="none"}'
+        return {
+            "datasource": {"type": PROMETHEUS_TYPE, "uid": PROMETHEUS_UID},
+            "enable": True,
+            "hide": False,
+            "iconColor": "purple",
+            "name": "Model rollovers",
+            "expr": f"count by (model_version) ({requests}) "
+            f"unless count by (model_version) ({requests} offset 1m)",
+            "step": "1m",
+            "titleFormat": "version {{model_version}} starts answering",
+            "textFormat": "",
+            "tagKeys": "model_version",
+            "useValueForTime": False,
+            "filter": {"exclude": False, "ids": self.panel_ids},
+        }
+
+
+class RolloverAnnotations(cogbuilder.Builder[Rollovers]):
+    def __init__(self, panel_ids: list[int]) -> None:
+        self._internal = Rollovers(panel_ids)
+
+    def build(self) -> Rollovers:
+        return self._internal
+
+
+def promql(ref_id: str, expr: str, legend_format: str) -> prometheus.Dataquery:
+    """A range query of the stack's Prometheus, as typed in the code editor."""
+    return (
+        prometheus.Dataquery()
+        .ref_id(ref_id)
+        .expr(expr)
+        .legend_format(legend_format)
+        .range()
+        .editor_mode(prometheus_models.QueryEditorMode.CODE)
+        .datasource(datasource(PROMETHEUS_UID, PROMETHEUS_TYPE))
+    )
+
+
+def live(
+    panel_id: int, title: str, description: str, uid: str, kind: str, grid: dashboard_models.GridPos
+) -> timeseries.Panel:
+    """A time series of the live row: no points, and no line across a gap, where a version
+    stopped answering or the service answered nothing."""
+    return (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(datasource(uid, kind))
+        .grid_pos(grid)
+        .line_width(1)
+        .fill_opacity(10)
+        .show_points(common_models.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .legend(legend())
+        .tooltip(common.VizTooltipOptions().mode(common_models.TooltipDisplayMode.MULTI))
+    )
+
+
+def live_position(index: int, w: int = 12) -> dashboard_models.GridPos:
+    """The ``index``-th panel of the live row, two a line, 8 high."""
+    return position(12 * (index % 2), LIVE_ROW_Y + 1 + 8 * (index // 2), w, 8)
+
+
+def live_row() -> dashboard.Row:
+    return dashboard.Row("Live traffic").id(LIVE_ROW_ID).grid_pos(position(0, LIVE_ROW_Y, 24, 1))
+
+
+def requests_panel() -> timeseries.Panel:
+    return (
+        live(
+            LIVE_ROW_ID + 1,
+            "Predictions per second by model version",
+            "POST /predict requests answered per second, whatever their status, by the model "
+            "version that answered ('version none': no model loaded, answered 503). A rollover "
+            "is one version's line ending and the next one's starting; a purple mark (the "
+            "annotation 'Model rollovers') where a version starts answering.",
+            PROMETHEUS_UID,
+            PROMETHEUS_TYPE,
+            live_position(0),
+        )
+        .with_target(
+            promql(
+                "A",
+                "sum by (model_version) "
+                f"({rate('ray_bank_marketing_requests_total', PREDICT)}) > 0",
+                "version {{model_version}}",
+            )
+        )
+        .unit("reqps")
+        .min(0)
+    )
+
+
+def latency_panel() -> timeseries.Panel:
+    buckets = rate("ray_bank_marketing_request_latency_ms_bucket", PREDICT)
+    return (
+        live(
+            LIVE_ROW_ID + 2,
+            "Prediction latency p50 and p99 by model version",
+            "Time in the service from a POST /predict request's arrival to its answer (batching "
+            "and scoring included, Serve's proxy not): the median and the 99th percentile over "
+            "Grafana's rate window, by model version, interpolated within the histogram's "
+            "buckets (bank_marketing/serving/metrics.py).",
+            PROMETHEUS_UID,
+            PROMETHEUS_TYPE,
+            live_position(1),
+        )
+        .with_target(
+            promql(
+                "A",
+                f"histogram_quantile(0.5, sum by (le, model_version) ({buckets}))",
+                "p50 version {{model_version}}",
+            )
+        )
+        .with_target(
+            promql(
+                "B",
+                f"histogram_quantile(0.99, sum by (le, model_version) ({buckets}))",
+                "p99 version {{model_version}}",
+            )
+        )
+        .unit("ms")
+        .min(0)
+        .override_by_query("B", [dashed([4, 4])])
+    )
+
+
+def errors_panel() -> timeseries.Panel:
+    requests = "ray_bank_marketing_requests_total"
+    client, server = 'status=~"4.."', 'status=~"5.."'
+    proxy = rate("ray_serve_num_http_requests_total", 'status_code=~"5.."')
+    return (
+        live(
+            LIVE_ROW_ID + 3,
+            "Client and server errors per second",
+            "Answers per second with a 4xx status (refused input on /predict, a missing token "
+            "or an unknown request on /feedback) and with a 5xx status, by route, as the service "
+            "counts them; and the 5xx that Ray Serve's HTTP proxy answered, which also counts "
+            "requests that never reached a replica (none running, or one that crashed).",
+            PROMETHEUS_UID,
+            PROMETHEUS_TYPE,
+            live_position(2),
+        )
+        .with_target(
+            promql(
+                "A",
+                f"sum by (route) ({rate(requests, client)})",
+                "4xx {{route}}",
+            )
+        )
+        .with_target(
+            promql(
+                "B",
+                f"sum by (route) ({rate(requests, server)})",
+                "5xx {{route}}",
+            )
+        )
+        .with_target(
+            promql(
+                "C",
+                f"sum by (route) ({proxy})",
+                "5xx at Serve's proxy {{route}}",
+            )
+        )
+        .unit("reqps")
+        .min(0)
+        .override_by_query("A", [fixed_color("orange")])
+        .override_by_query("B", [fixed_color("red")])
+        .override_by_query("C", [fixed_color("dark-red"), dashed([4, 4])])
+    )
+
+
+def mean_probability_panel() -> timeseries.Panel:
+    by = "sum by (model_version, role)"
+    return (
+        live(
+            LIVE_ROW_ID + 4,
+            "Mean predicted probability by model version and role",
+            "The mean probability of subscribing the service predicted, over Grafana's rate "
+            "window: 'live' is what it answered, 'shadow' (dashed) what the challenger running "
+            "in shadow gave the same records. A step at a rollover is the new version's "
+            "calibration; the monthly panels compare it with the subscription rate.",
+            PROMETHEUS_UID,
+            PROMETHEUS_TYPE,
+            live_position(3),
+        )
+        .with_target(
+            promql(
+                "A",
+                f"{by} ({rate('ray_bank_marketing_probability_sum')}) "
+                f"/ {by} ({rate('ray_bank_marketing_probability_count')})",
+                "version {{model_version}} {{role}}",
+            )
+        )
+        .unit("percentunit")
+        .min(0)
+        .override_by_regexp(".* shadow$", [dashed([4, 4])])
+    )
+
+
+def served_records_panel() -> timeseries.Panel:
+    queue = "waiting to be written"
+    return (
+        live(
+            LIVE_ROW_ID + 5,
+            "Answered records kept and dropped",
+            "Answered records per second written to served_predictions ('kept'), lost because "
+            "the monitoring database was unreachable for longer than the write queue holds "
+            "('dropped'), or refused because a client reused a request id ('duplicate'); and "
+            "the records waiting in the replicas' write queues (right axis).",
+            PROMETHEUS_UID,
+            PROMETHEUS_TYPE,
+            live_position(4),
+        )
+        .with_target(
+            promql(
+                "A",
+                f"sum by (outcome) ({rate('ray_bank_marketing_served_records_total')})",
+                "{{outcome}}",
+            )
+        )
+        .with_target(promql("B", "sum(ray_bank_marketing_served_queue)", queue))
+        .unit("rps")
+        .min(0)
+        .override_by_name("kept", [fixed_color("green")])
+        .override_by_name("dropped", [fixed_color("red")])
+        .override_by_name("duplicate", [fixed_color("orange")])
+        .override_by_name(
+            queue,
+            [
+                fixed_color("blue"),
+                dashboard_models.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+                dashboard_models.DynamicConfigValue(id_val="unit", value="short"),
+            ],
+        )
+    )
+
+
+# The live row's PostgreSQL queries return (time, metric, one value): Grafana names each series
+# after its metric text (its PostgreSQL backend's convention for three columns), "version N" as
+# the Prometheus legends do.
+LIVE_HOUR = "date_trunc('hour', received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS \"time\""
+LIVE_DAY = "date_trunc('day', live.received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS \"time\""
+TRAFFIC_DAY = "day::timestamp AT TIME ZONE 'UTC' AS \"time\""
+TRAFFIC_METRIC = "'version ' || model_version || ' ' || role"
+
+
+def answered_records_panel() -> timeseries.Panel:
+    return (
+        live(
+            LIVE_ROW_ID + 6,
+            "Answered records per hour by model version",
+            "Records the service answered and kept in served_predictions (role 'live'), by UTC "
+            "hour and the version that answered; an hour with a rollover has a bar of each "
+            "version. Records dropped while the database was down are not here (see 'Answered "
+            "records kept and dropped').",
+            MONITORING_UID,
+            POSTGRES_TYPE,
+            live_position(5),
+        )
+        .with_target(
+            Sql(
+                MONITORING_UID,
+                f"""
+                SELECT {LIVE_HOUR},
+                       'version ' || model_version AS metric,
+                       count(*) AS "records"
+                FROM monitoring.served_predictions
+                WHERE role = 'live' AND $__timeFilter(received_at)
+                GROUP BY 1, 2
+                ORDER BY 1, 2
+                """,
+            )
+        )
+        .draw_style(common_models.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(common.StackingConfig().mode(common_models.StackingMode.NORMAL))
+        .min(0)
+        .decimals(0)
+    )
+
+
+def shadow_sql(metric: str, value: str, column: str) -> str:
+    """Live and shadow answers of the same records, by UTC day and the pair of versions."""
+    return f"""
+        SELECT {LIVE_DAY},
+               '{metric}, challenger version ' || shadow.model_version
+                 || ' against version ' || live.model_version AS metric,
+               {value} AS "{column}"
+        FROM monitoring.served_predictions AS live
+        JOIN monitoring.served_predictions AS shadow
+          ON shadow.request_id = live.request_id AND shadow.record = live.record
+         AND shadow.role = 'shadow'
+        WHERE live.role = 'live' AND $__timeFilter(live.received_at)
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        """
+
+
+def shadow_agreement_panel() -> timeseries.Panel:
+    threshold = SUBSCRIBED_THRESHOLD
+    agree = (
+        f"avg(CASE WHEN (live.probability >= {threshold}) = (shadow.probability >= {threshold}) "
+        "THEN 1.0 ELSE 0.0 END)"
+    )
+    return (
+        live(
+            LIVE_ROW_ID + 7,
+            "Shadow agreement by day",
+            "While a challenger runs in shadow, the share of the day's records on which it "
+            f"agrees with the live answer (both subscribed, or both not, at {threshold:g}), and "
+            "the mean absolute difference of the two probabilities (right axis, dashed), by "
+            "the challenger's version and the live one. Low agreement is a changed decision "
+            "for that share of clients, before any outcome says which side was right.",
+            MONITORING_UID,
+            POSTGRES_TYPE,
+            live_position(6),
+        )
+        .with_target(Sql(MONITORING_UID, shadow_sql("agreement", agree, "agreement")))
+        .with_target(
+            Sql(
+                MONITORING_UID,
+                shadow_sql(
+                    "mean absolute difference",
+                    "avg(abs(live.probability - shadow.probability))",
+                    "mean absolute difference",
+                ),
+                ref_id="B",
+            )
+        )
+        .show_points(common_models.VisibilityMode.ALWAYS)
+        .point_size(6)
+        .unit("percentunit")
+        .min(0)
+        .override_by_query(
+            "B",
+            [
+                dashed([4, 4]),
+                dashboard_models.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+                dashboard_models.DynamicConfigValue(id_val="unit", value="none"),
+                dashboard_models.DynamicConfigValue(id_val="decimals", value=3),
+            ],
+        )
+    )
+
+
+def realized_live_roc_auc_panel() -> timeseries.Panel:
+    return (
+        live(
+            LIVE_ROW_ID + 8,
+            "Realized ROC AUC of served traffic by day",
+            "ROC AUC of each day's answered records against the outcomes clients reported "
+            "(POST /feedback), by the version that scored them and its role (served_traffic): "
+            "the champion's realized quality, and the challenger's on the same records while "
+            "it runs in shadow. Empty until a day has outcomes of both kinds.",
+            MONITORING_UID,
+            POSTGRES_TYPE,
+            live_position(7),
+        )
+        .with_target(
+            Sql(
+                MONITORING_UID,
+                f"""
+                SELECT {TRAFFIC_DAY},
+                       {TRAFFIC_METRIC} AS metric,
+                       roc_auc AS "ROC AUC"
+                FROM monitoring.served_traffic
+                WHERE $__timeFilter(day) AND roc_auc IS NOT NULL
+                ORDER BY 1, 2
+                """,
+            )
+        )
+        .show_points(common_models.VisibilityMode.ALWAYS)
+        .point_size(6)
+        .decimals(3)
+        .override_by_regexp(".* shadow$", [dashed([4, 4])])
+    )
+
+
+def served_drift_panel() -> timeseries.Panel:
+    def sql(column: str, name: str) -> str:
+        return f"""
+            SELECT {TRAFFIC_DAY},
+                   '{name}, ' || {TRAFFIC_METRIC} AS metric,
+                   {column} AS "{name}"
+            FROM monitoring.served_traffic
+            WHERE $__timeFilter(day) AND {column} IS NOT NULL
+            ORDER BY 1, 2
+            """
+
+    return (
+        live(
+            LIVE_ROW_ID + 9,
+            "Drift of served traffic by day",
+            "Each day's answered records against the reference data of the version that scored "
+            "them (Evidently, as for the monthly drift report; served_traffic): the prediction "
+            "drift of the probabilities, and the share of input columns that drifted (dashed), "
+            "by version and role.",
+            MONITORING_UID,
+            POSTGRES_TYPE,
+            live_position(8, w=24),
+        )
+        .with_target(Sql(MONITORING_UID, sql("prediction_drift", "prediction drift")))
+        .with_target(Sql(MONITORING_UID, sql("drifted_share", "drifted input share"), ref_id="B"))
+        .show_points(common_models.VisibilityMode.ALWAYS)
+        .point_size(6)
+        .min(0)
+        .decimals(3)
+        .override_by_query("B", [dashed([4, 4])])
+    )
+
+
+def live_panels() -> list[timeseries.Panel]:
+    return [
+        requests_panel(),
+        latency_panel(),
+        errors_panel(),
+        mean_probability_panel(),
+        served_records_panel(),
+        answered_records_panel(),
+        shadow_agreement_panel(),
+        realized_live_roc_auc_panel(),
+        served_drift_panel(),
+    ]
+
+
+def epoch_ms(moment: str) -> int:
+    return round(datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def link(title: str, tooltip: str, query: str) -> dashboard.DashboardLink:
+    """A link to this dashboard on another time range (Grafana prefixes its sub-path, if any)."""
+    return (
+        dashboard.DashboardLink(title)
+        .type(dashboard_models.DashboardLinkType.LINK)
+        .url(f"/d/{DASHBOARD_UID}?{query}")
+        .tooltip(tooltip)
+        .icon("dashboard")
+        .keep_time(False)
+        .include_vars(False)
+        .target_blank(False)
+        .as_dropdown(False)
+    )
+
+
 def build() -> dashboard_models.Dashboard:
     """The dashboard model: panels top to bottom as an operator reads them."""
+    live_row_panels = live_panels()
     builder = (
         dashboard.Dashboard("Bank marketing: drift, quality and the retraining loop")
         .uid(DASHBOARD_UID)
         .description(
             "Monthly monitoring of the bank-marketing model: drift, the retraining signals "
             "against their thresholds, realized quality, the registered versions and the "
-            "pipeline runs that retrain and deploy them."
+            "pipeline runs that retrain and deploy them; and the service's live traffic "
+            "(requests, latency, errors, probabilities, shadow agreement, daily drift and "
+            "realized quality of what it answered)."
         )
         .tags(["bank-marketing", "mlops", "generated"])
         .timezone("utc")
@@ -661,6 +1167,22 @@ def build() -> dashboard_models.Dashboard:
         .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
         .readonly()
         .annotation(BuiltIn())
+        .annotation(RolloverAnnotations([panel.build().id_val for panel in live_row_panels]))
+        .links(
+            [
+                link(
+                    "Live traffic: the last 24 hours",
+                    "The row 'Live traffic' on the service's last day (the monthly panels are "
+                    "empty there: the data's months are 2008 to 2010).",
+                    "from=now-24h&to=now",
+                ),
+                link(
+                    "The data's months",
+                    "Back to the months of the data, 2008-05 to 2010-11.",
+                    f"from={epoch_ms(TIME_FROM)}&to={epoch_ms(TIME_TO)}",
+                ),
+            ]
+        )
     )
     for panel in (
         prediction_drift_panel(),
@@ -676,6 +1198,9 @@ def build() -> dashboard_models.Dashboard:
         model_performance_panel(),
         pipeline_runs_panel(),
     ):
+        builder = builder.with_panel(panel)
+    builder = builder.with_row(live_row())
+    for panel in live_row_panels:
         builder = builder.with_panel(panel)
     return builder.build()
 
