@@ -8,6 +8,7 @@ traffic, the numbers computed here from the rows inserted."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -697,6 +698,39 @@ RAY_LABELS = {
 # would fill them in (the datasource's timeInterval is the 10 s scrape).
 PROMQL_VARIABLES = {"$__rate_interval": "2m", "$__interval": "1m", "$__range": "1d"}
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def declared_series() -> dict[str, set[str]]:
+    """The series bank_marketing/serving/metrics.py declares with ray.serve.metrics, named and
+    labelled as Ray's export names them (read from its source: nothing is registered)."""
+    tree = ast.parse((REPO / "bank_marketing" / "serving" / "metrics.py").read_text())
+    series: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "metrics"
+        ):
+            continue
+        name = f"ray_{ast.literal_eval(node.args[0])}"
+        keywords = {keyword.arg: keyword.value for keyword in node.keywords}
+        tags = set(ast.literal_eval(keywords["tag_keys"])) if "tag_keys" in keywords else set()
+        if node.func.attr == "Counter":
+            series[f"{name}_total"] = tags
+        elif node.func.attr == "Histogram":
+            series.update(histogram(name, tags))
+        else:
+            assert node.func.attr == "Gauge", ast.unparse(node)
+            series[name] = tags
+    return series
+
+
+def test_the_services_series_are_those_it_declares() -> None:
+    """The names and labels the dashboard reads are what the service exports."""
+    assert declared_series() == {
+        name: labels for name, labels in SERIES.items() if name.startswith("ray_bank_marketing_")
+    }
 
 
 def parse_promql(expr: str) -> promql_parser.Expr:
