@@ -22,7 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import served, store
-from bank_marketing.serving.http import MAX_REQUEST_ID, bearer_refusal, problem, read_json
+from bank_marketing.serving.http import (
+    MAX_REQUEST_ID,
+    bearer_refusal,
+    field_errors,
+    problem,
+    read_json,
+)
 from bank_marketing.serving.webhook import TOKEN_VARIABLE
 
 PATH = "/feedback"
@@ -117,14 +123,7 @@ def create_feedback_router(db_url: str, token: str | None) -> APIRouter:
         try:
             report = Feedback.model_validate(body)
         except ValidationError as error:
-            errors = [
-                {
-                    "field": ".".join(str(part) for part in detail["loc"]) or "body",
-                    "value": detail.get("input") if detail["type"] != "missing" else None,
-                    "message": detail["msg"],
-                }
-                for detail in error.errors(include_url=False)
-            ]
+            errors = field_errors(error)
             return problem(422, f"{len(errors)} invalid field(s)", errors)
         try:
             reported = await run_in_threadpool(outcomes.record, report)

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import ValidationError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,6 +60,18 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, JSONResponse
         return json.loads(b"".join(chunks)), None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return None, problem(400, f"body is not valid JSON: {error}")
+
+
+def field_errors(error: ValidationError, values: bool = True) -> list[dict[str, Any]]:
+    """One ``{field, value, message}`` per problem pydantic found (no value for a missing one)."""
+    errors = []
+    for detail in error.errors(include_url=False):
+        entry: dict[str, Any] = {"field": ".".join(str(part) for part in detail["loc"]) or "body"}
+        if values:
+            entry["value"] = detail.get("input") if detail["type"] != "missing" else None
+        entry["message"] = detail["msg"]
+        errors.append(entry)
+    return errors
 
 
 def bearer_refusal(

@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import alerts, store
-from bank_marketing.serving.http import MAX_BODY_BYTES, bearer_refusal, problem, read_json
+from bank_marketing.serving.http import (
+    MAX_BODY_BYTES,
+    bearer_refusal,
+    field_errors,
+    problem,
+    read_json,
+)
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"
@@ -177,13 +183,7 @@ def create_webhook_router(
         try:
             notification = GrafanaNotification.model_validate(body)
         except ValidationError as error:
-            errors = [
-                {
-                    "field": ".".join(str(part) for part in detail["loc"]) or "body",
-                    "message": detail["msg"],
-                }
-                for detail in error.errors(include_url=False)
-            ]
+            errors = field_errors(error, values=False)
             return problem(422, f"not a Grafana notification: {len(errors)} error(s)", errors)
         try:
             stored = await run_in_threadpool(inbox.store, notification)
