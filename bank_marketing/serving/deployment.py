@@ -19,6 +19,7 @@ Serve's Python proxy. That mode is a property of the cluster, not of this app: e
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -94,6 +95,7 @@ class PredictionService:
         )
         self._alias_seen = self.state.model.version if self.state.model else None
         self._poller = asyncio.get_running_loop().create_task(self._follow_alias())
+        _freeze_heap()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         inputs = self.state.model.inputs if self.state.model else None
@@ -135,6 +137,7 @@ class PredictionService:
             # The shadow never costs an answer: without it the service answers as before.
             log.warning("no shadow model: %s", self.shadow.last_error)
             self.shadow.unload()
+        _freeze_heap()
 
     def __del__(self) -> None:
         """Serve's graceful shutdown: write what was answered and is still queued."""
@@ -180,6 +183,20 @@ class PredictionService:
             if current != self._alias_seen:
                 self._alias_seen = current
                 await asyncio.to_thread(self.state.load, current)
+
+
+def _freeze_heap() -> None:
+    """Leave the loaded models and libraries out of Python's full garbage collections.
+
+    A replica holds some 400,000 objects once a model is loaded, and a full collection of them
+    takes about 180 ms, all of it holding the GIL. Answers queued for ``served_predictions``
+    live for up to a second, long enough to reach the oldest generation, so without this a
+    replica keeping its traffic would pause for a full collection every few seconds under load.
+    Freezing after each load leaves only what came after it to collect. A replaced model is
+    still freed by reference counting; only cyclic garbage from before a freeze stays.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def service_args(args: dict[str, Any]) -> dict[str, Any]:
