@@ -404,3 +404,34 @@ def test_the_shadows_evidence_compares_both_versions_on_the_same_records(
 
     assert evidence.live_roc_auc == pytest.approx(pairs_ranked_right(live))
     assert evidence.shadow_roc_auc == pytest.approx(pairs_ranked_right(shadow))
+
+
+@pytest.mark.integration
+def test_on_postgresql_the_kept_rows_are_exactly_what_was_sent_whatever_the_characters(
+    postgres_database: str,
+) -> None:
+    """PostgreSQL takes the rows by COPY: tabs, newlines, backslashes, quotes and accents in
+    ids and inputs come back unchanged, floats to the last digit, and repeats stay out."""
+    engine = store.connect(f"postgresql://postgres@127.0.0.1:5432/{postgres_database}")
+    odd = "a\\b\tc\nd\"e'f,g\\N\r"
+    now = datetime.now(UTC)
+    rows = [
+        {"request_id": odd, "record": 0, "role": served.LIVE, "received_at": now,
+         "model_version": "1", "inputs": {"job": odd, "age": 41, "note": None},
+         "probability": 1 / 3, "latency_ms": 2.5},
+        {"request_id": "plain", "record": 1, "role": served.SHADOW, "received_at": now,
+         "model_version": "12", "inputs": {"job": "técnico"}, "probability": 0.1,
+         "latency_ms": None},
+    ]  # fmt: skip
+    try:
+        assert served.insert_served(engine, rows) == 2
+        assert served.insert_served(engine, rows) == 0
+        back = served.read_served(engine).set_index("request_id")
+    finally:
+        engine.dispose()
+    assert back.loc[odd, "inputs"] == rows[0]["inputs"]
+    assert back.loc["plain", "inputs"] == rows[1]["inputs"]
+    assert back.loc[odd, "probability"] == 1 / 3 and back.loc[odd, "latency_ms"] == 2.5
+    assert np.isnan(back.loc["plain", "latency_ms"])
+    assert (back["received_at"] == now).all()
+    assert list(back["role"]) == [served.LIVE, served.SHADOW]
