@@ -1201,8 +1201,10 @@ def keeping_report(
         f"cores, {memory_gib():.0f} GiB, Python {platform.python_version()}, PostgreSQL "
         f"{context['postgres']} on the same machine (load average {context['load_before']:.1f} "
         f"at the start and {context['load_after']:.1f} at the end: the machine is shared); "
-        f"{versions}, wrk {wrk_version}; the run took {context['took_s'] / 60:.1f} min, "
-        f"training included. The champion is the one above (XGBoost, version "
+        f"{versions}, wrk {wrk_version}; the service's code at "
+        f"{context.get('revision', 'an unrecorded commit')}; the run took "
+        f"{context['took_s'] / 60:.1f} min, training included. The champion is the one above "
+        f"(XGBoost, version "
         f"{context['version']}, trained on {context['where']}); the challenger in shadow is "
         f"version {context['shadow_version']}, {CHALLENGER_FAMILY.replace('_', ' ')} with its "
         f"default configuration trained on the same window, scored "
@@ -1327,6 +1329,21 @@ def keeping_report(
     return "\n".join(lines) + "\n"
 
 
+def service_revision() -> str:
+    """The commit the service's code is at, and whether the work tree changes it."""
+    root = Path(__file__).parents[2]
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    revision = git("rev-parse", "--short", "HEAD") or "an unknown commit"
+    changed = git(
+        "status", "--porcelain", "--", "bank_marketing/serving", "bank_marketing/monitoring"
+    )
+    return revision + (" with uncommitted changes" if changed else "")
+
+
 def _installed(name: str) -> bool:
     try:
         package_version(name)
@@ -1384,6 +1401,7 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     load_before = os.getloadavg()[0]
     began = time.monotonic()
+    revision = service_revision()
     with sa.create_engine(args.postgres).connect() as connection:
         postgres_version = connection.execute(sa.text("SHOW server_version")).scalar_one()
 
@@ -1442,6 +1460,7 @@ def main() -> int:
         )  # fmt: skip
     context = {
         "command": shlex.join(["python", "-m", MODULE, *sys.argv[1:]]),
+        "revision": revision,
         "postgres": postgres_version,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
