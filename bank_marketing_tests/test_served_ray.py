@@ -63,6 +63,7 @@ def database() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres(free_port())
     try:
         server.start()
+        store.connect(server.url).dispose()  # the tables, before any replica writes
         yield server
     finally:
         server.remove()
@@ -249,6 +250,15 @@ def test_the_database_stopped_under_load_fails_no_request_and_loses_nothing_unco
     """Steady load; the database stops for 8 s and comes back. Every request is answered; the
     records the queue could not hold are counted as dropped; writing resumes by itself."""
     before = kept(database)
+
+    def exported_up_to_date() -> bool:
+        # Ray exports every few seconds: the baseline must count every record kept so far,
+        # and no traffic has been dropped before this test.
+        return metric_sum(
+            metrics_text(), "ray_bank_marketing_served_records_total", outcome="kept"
+        ) == len(before)
+
+    wait_for(exported_up_to_date, 60, "the exported counts to catch up with the table")
     baseline = metrics_text()
     outcomes: Counter[str] = Counter()
     stop = threading.Event()

@@ -8,6 +8,7 @@ transaction.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, date, datetime
 
 import pandas as pd
@@ -32,13 +33,25 @@ contact_rejects = sa.Table(
 POSTGRES_SCHEMA = "monitoring"
 
 
-def create_tables(engine: sa.Engine) -> None:
-    """Create the schema the engine translates to (if any) and every monitoring table."""
+def create_tables(engine: sa.Engine, attempts: int = 3) -> None:
+    """Create the schema the engine translates to (if any) and every monitoring table.
+
+    Several processes may do this at once on a new database (the service's replicas, the assets):
+    PostgreSQL's ``IF NOT EXISTS`` does not stop two of them from colliding on its catalog, so a
+    collision is tried again, and the second attempt finds what the other process created.
+    """
     schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-    with engine.begin() as connection:
-        if schema:
-            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        metadata.create_all(connection)
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as connection:
+                if schema:
+                    connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                metadata.create_all(connection)
+            return
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def connect(url: str, schema: str | None = None) -> sa.Engine:
