@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -35,15 +37,33 @@ def binaries() -> Path | None:
     return versions[-1] / "bin" if versions else None
 
 
-class PrivatePostgres:
-    """A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1:``port`` only."""
+# Ports for private servers: below the kernel's ephemeral range (32768 up), where free_port()
+# finds the ports the tests give Ray Serve, and above Ray's worker ports (10002-19999), so a
+# private server never takes a port another test process has just been handed.
+PORTS = range(20000, 30000)
 
-    def __init__(self, port: int) -> None:
+
+def _free_port() -> int:
+    for port in random.sample(PORTS, 50):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port for a private PostgreSQL in {PORTS}")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1 only (``port``)."""
+
+    def __init__(self, port: int | None = None) -> None:
         bin_dir = binaries()
         if bin_dir is None:
             raise RuntimeError(f"no PostgreSQL server binaries under {BINARIES}")
         self.bin_dir = bin_dir
-        self.port = port
+        self.port = port or _free_port()
+        self._chosen_port = port is None
         self.folder = Path(tempfile.mkdtemp(prefix="bank-marketing-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
@@ -58,9 +78,17 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
-                  "-t", str(int(timeout_s)), "start")  # fmt: skip
+        """Start the server; on a port of its own choosing, another one if that one was taken."""
+        for attempt in range(5):
+            options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
+                          "-w", "-t", str(int(timeout_s)), "start")  # fmt: skip
+                break
+            except RuntimeError as error:
+                if not (self._chosen_port and "could not bind" in str(error) and attempt < 4):
+                    raise
+                self.port = _free_port()
         self.wait_until_ready(timeout_s)
 
     def stop(self) -> None:
@@ -104,9 +132,9 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres(port: int) -> Iterator[PrivatePostgres]:
+def private_postgres() -> Iterator[PrivatePostgres]:
     """A started private cluster, stopped and removed afterwards whatever happened."""
-    server = PrivatePostgres(port)
+    server = PrivatePostgres()
     try:
         server.start()
         yield server

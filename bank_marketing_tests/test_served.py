@@ -322,7 +322,7 @@ def own_postgres() -> Iterator[Any]:
         if in_ci():
             pytest.fail("CI=true but no PostgreSQL server binaries to start a private server")
         pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    with private_postgres(free_port()) as server:
+    with private_postgres() as server:
         yield server
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from bank_marketing.monitoring import served, store
-from bank_marketing_tests.conftest import RayCluster, free_port, in_ci, wait_until_healthy
+from bank_marketing_tests.conftest import RayCluster, in_ci, wait_until_healthy
 from bank_marketing_tests.private_postgres import PrivatePostgres, binaries
 from bank_marketing_tests.registries import load_pyfunc, register_two_versions
 
@@ -60,7 +60,7 @@ def database() -> Iterator[PrivatePostgres]:
         if in_ci():
             pytest.fail("CI=true but no PostgreSQL server binaries to start a private server")
         pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    server = PrivatePostgres(free_port())
+    server = PrivatePostgres()
     try:
         server.start()
         store.connect(server.url).dispose()  # the tables, before any replica writes
