@@ -108,10 +108,12 @@ def service(
     from ray import serve
 
     config = {"model_version": two_versions["versions"][0]}
-    deploy("served", "/", two_versions, database.url, config, replicas=2, flush_seconds=0.2)
-    wait_until_healthy(ray_cluster.http_url)
+    # A route of its own: other modules deploy at / on the same Ray.
+    deploy("served", "/served", two_versions, database.url, config, replicas=2, flush_seconds=0.2)
+    url = f"{ray_cluster.http_url}/served"
+    wait_until_healthy(url)
     try:
-        yield ray_cluster.http_url
+        yield url
     finally:
         serve.delete("served")
 
@@ -140,7 +142,10 @@ def metrics_text() -> str:
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples (over replicas) whose labels include ``labels``."""
+    """The sum of ``name``'s samples over the replicas of the application ``served`` (other
+    modules' applications on the same Ray export the same series) whose labels include
+    ``labels``."""
+    labels = {"application": "served", **labels}
     total = 0.0
     for line in text.splitlines():
         if not line.startswith(name + "{"):

@@ -153,7 +153,10 @@ class RequestIds:
                     MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        path = scope.get("path", "")
+        # The route within the app: Serve mounts it under its route prefix (the root path).
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
         try:
             if sent is not None and request_id != sent:
                 refusal = problem(
