@@ -6,7 +6,6 @@ outage test can stop it without touching the machine's, which other tests use me
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from bank_marketing.monitoring import served, store
+from bank_marketing.serving.metrics import exported_sum, exported_text
 from bank_marketing_tests.conftest import RayCluster, in_ci, wait_until_healthy
 from bank_marketing_tests.private_postgres import PrivatePostgres, binaries
 from bank_marketing_tests.registries import load_pyfunc, register_two_versions
@@ -134,26 +134,10 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(0.5)
 
 
-def metrics_text() -> str:
-    import ray
-
-    port = ray.nodes()[0]["MetricsExportPort"]
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-
-
 def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples over the replicas of the application ``served`` (other
-    modules' applications on the same Ray export the same series) whose labels include
-    ``labels``."""
-    labels = {"application": "served", **labels}
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """``name``'s sum over the replicas of the application ``served`` only: other modules'
+    applications on the same Ray export the same series."""
+    return exported_sum(text, name, application="served", **labels)
 
 
 def test_the_kept_rows_equal_the_answered_records(
@@ -246,14 +230,14 @@ def test_the_metrics_endpoint_carries_the_named_series_after_traffic(
 
     def exported() -> bool:
         # Each replica exports on its own schedule: wait for both.
-        text = metrics_text()
+        text = exported_text()
         found = counts(text)
         return all(name in text for name in SERIES) and all(
             found[key] >= least for key, least in wanted.items()
         )
 
     wait_for(exported, 90, f"every series of {SERIES} exported by Ray, with this traffic")
-    found = counts(metrics_text())
+    found = counts(exported_text())
     assert all(found[key] >= least for key, least in wanted.items()), found
 
 
@@ -268,11 +252,11 @@ def test_the_database_stopped_under_load_fails_no_request_and_loses_nothing_unco
         # Ray exports every few seconds: the baseline must count every record kept so far,
         # and no traffic has been dropped before this test.
         return metric_sum(
-            metrics_text(), "ray_bank_marketing_served_records_total", outcome="kept"
+            exported_text(), "ray_bank_marketing_served_records_total", outcome="kept"
         ) == len(before)
 
     wait_for(exported_up_to_date, 60, "the exported counts to catch up with the table")
-    baseline = metrics_text()
+    baseline = exported_text()
     outcomes: Counter[str] = Counter()
     stop = threading.Event()
 
@@ -311,7 +295,7 @@ def test_the_database_stopped_under_load_fails_no_request_and_loses_nothing_unco
     answered = outcomes["answered"]
 
     def counted() -> tuple[float, float]:
-        text = metrics_text()
+        text = exported_text()
         return tuple(
             metric_sum(text, "ray_bank_marketing_served_records_total", outcome=outcome)
             - metric_sum(baseline, "ray_bank_marketing_served_records_total", outcome=outcome)

@@ -854,41 +854,23 @@ def deploy_keeping(variant: Keeping, base: str, plan: dict[str, Any]) -> None:
     wait_healthy(f"{base}/{variant.name}", f"the Ray Serve app {variant.app}")
 
 
-def ray_metrics() -> str:
-    import ray
-
-    port = ray.nodes()[0]["MetricsExportPort"]
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples (over replicas) whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def served_metrics(variant: Keeping) -> dict[str, int]:
     """What the variant's replicas counted, as Ray exports it: records answered (scored by the
     served model; with single-record requests, the requests), and records kept, dropped and
     duplicate.
 
-    Answered comes from the live probabilities' histogram: the requests' counter labels a path
-    under an application's route prefix (``/on/predict``) as ``other``, like any unknown path.
+    Answered comes from the live probabilities' histogram: one live score per answered record.
     """
-    text = ray_metrics()
+    from bank_marketing.serving.metrics import exported_sum, exported_text
+
+    text = exported_text()
     counts = {
-        "answered": metric_sum(
+        "answered": exported_sum(
             text, "ray_bank_marketing_probability_count", application=variant.app, role="live"
         )
     }
     for outcome in ("kept", "dropped", "duplicate"):
-        counts[outcome] = metric_sum(
+        counts[outcome] = exported_sum(
             text,
             "ray_bank_marketing_served_records_total",
             application=variant.app,

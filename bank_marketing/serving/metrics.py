@@ -16,6 +16,8 @@ version, so a rollover shows as one version's series ending and the next one's s
 
 from __future__ import annotations
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from ray.serve import metrics
 
 LATENCY_MS_BOUNDARIES = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
@@ -69,3 +71,28 @@ class RayTelemetry:
 
     def queued(self, records: int) -> None:
         self._queue.set(records)
+
+
+def exported_text(timeout_s: float = 10.0) -> str:
+    """What this node's Ray metrics export answers now (Prometheus text; Ray must be running).
+
+    Ray exports each replica's series a few seconds after they change, so a reader waiting for
+    its own traffic polls this until the sums it expects are there.
+    """
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s).text
+
+
+def exported_sum(text: str, sample: str, **labels: str) -> float:
+    """The sum of the values of ``sample`` (a sample name: ``_total``, ``_bucket``, ``_count``
+    included) over every series in ``text`` whose labels include ``labels``: over the replicas,
+    and over the applications unless ``application`` is given."""
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == sample
+        and all(found.labels.get(key) == value for key, value in labels.items())
+    )
