@@ -18,17 +18,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import served, store
-from bank_marketing.serving.http import (
-    MAX_REQUEST_ID,
-    bearer_refusal,
-    field_errors,
-    problem,
-    read_json,
-)
+from bank_marketing.serving.http import MAX_REQUEST_ID, problem, read_authorized
 from bank_marketing.serving.webhook import TOKEN_VARIABLE
 
 PATH = "/feedback"
@@ -114,17 +108,16 @@ def create_feedback_router(db_url: str, token: str | None) -> APIRouter:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        refusal = bearer_refusal(token, credentials, TOKEN_VARIABLE)
-        if refusal is not None:
+        report, refusal = await read_authorized(
+            request,
+            credentials,
+            token=token,
+            variable=TOKEN_VARIABLE,
+            max_bytes=MAX_FEEDBACK_BYTES,
+            model=Feedback,
+        )
+        if report is None:
             return refusal
-        body, refusal = await read_json(request, MAX_FEEDBACK_BYTES)
-        if refusal is not None:
-            return refusal
-        try:
-            report = Feedback.model_validate(body)
-        except ValidationError as error:
-            errors = field_errors(error)
-            return problem(422, f"{len(errors)} invalid field(s)", errors)
         try:
             reported = await run_in_threadpool(outcomes.record, report)
         except sa.exc.SQLAlchemyError:

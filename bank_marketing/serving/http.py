@@ -13,17 +13,19 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The largest body either endpoint reads.
 MAX_BODY_BYTES = 1024 * 1024
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def problem(
@@ -95,6 +97,41 @@ def bearer_refusal(
         return None
     reason = "wrong bearer token" if credentials else "missing bearer token"
     return problem(401, f"{reason}: send 'Authorization: Bearer <{variable}>'", headers=challenge)
+
+
+async def read_authorized(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    token: str | None,
+    variable: str,
+    max_bytes: int,
+    model: type[Body],
+    invalid: str | None = None,
+    values: bool = True,
+) -> tuple[Body | None, JSONResponse | None]:
+    """An authenticated endpoint's body as ``model``, or the response refusing the request.
+
+    In order: 401 (:func:`bearer_refusal`), 413 or 400 (:func:`read_json`), then 422 with one
+    entry per bad field (their values too unless ``values`` is False) and the count as its
+    detail, after ``invalid`` (what the body is not) when given.
+    """
+    refusal = bearer_refusal(token, credentials, variable)
+    if refusal is not None:
+        return None, refusal
+    body, refusal = await read_json(request, max_bytes)
+    if refusal is not None:
+        return None, refusal
+    try:
+        return model.model_validate(body), None
+    except ValidationError as error:
+        errors = field_errors(error, values=values)
+        detail = (
+            f"{len(errors)} invalid field(s)"
+            if invalid is None
+            else f"{invalid}: {len(errors)} error(s)"
+        )
+        return None, problem(422, detail, errors)
 
 
 # -- request ids ---------------------------------------------------------------------------------

@@ -20,17 +20,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import alerts, store
-from bank_marketing.serving.http import (
-    MAX_BODY_BYTES,
-    bearer_refusal,
-    field_errors,
-    problem,
-    read_json,
-)
+from bank_marketing.serving.http import MAX_BODY_BYTES, problem, read_authorized
 from bank_marketing.settings import Settings
 
 PATH = "/webhooks/grafana"
@@ -174,17 +168,18 @@ def create_webhook_router(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        refusal = bearer_refusal(token, credentials, TOKEN_VARIABLE)
-        if refusal is not None:
+        notification, refusal = await read_authorized(
+            request,
+            credentials,
+            token=token,
+            variable=TOKEN_VARIABLE,
+            max_bytes=max_body_bytes,
+            model=GrafanaNotification,
+            invalid="not a Grafana notification",
+            values=False,
+        )
+        if notification is None:
             return refusal
-        body, refusal = await read_json(request, max_body_bytes)
-        if refusal is not None:
-            return refusal
-        try:
-            notification = GrafanaNotification.model_validate(body)
-        except ValidationError as error:
-            errors = field_errors(error, values=False)
-            return problem(422, f"not a Grafana notification: {len(errors)} error(s)", errors)
         try:
             stored = await run_in_threadpool(inbox.store, notification)
         except (sa.exc.SQLAlchemyError, alerts.UnsupportedDatabase):
