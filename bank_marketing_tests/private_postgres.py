@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from bank_marketing_tests.conftest import free_port
 
 BINARIES = Path("/usr/lib/postgresql")
 
@@ -43,17 +43,6 @@ def binaries() -> Path | None:
 PORTS = range(20000, 30000)
 
 
-def _free_port() -> int:
-    for port in random.sample(PORTS, 50):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port for a private PostgreSQL in {PORTS}")
-
-
 class PrivatePostgres:
     """A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1 only (``port``)."""
 
@@ -62,7 +51,7 @@ class PrivatePostgres:
         if bin_dir is None:
             raise RuntimeError(f"no PostgreSQL server binaries under {BINARIES}")
         self.bin_dir = bin_dir
-        self.port = port or _free_port()
+        self.port = port or free_port(PORTS)
         self._chosen_port = port is None
         self.folder = Path(tempfile.mkdtemp(prefix="bank-marketing-pg-"))
         self.data = self.folder / "data"
@@ -88,7 +77,7 @@ class PrivatePostgres:
             except RuntimeError as error:
                 if not (self._chosen_port and "could not bind" in str(error) and attempt < 4):
                     raise
-                self.port = _free_port()
+                self.port = free_port(PORTS)
         self.wait_until_ready(timeout_s)
 
     def stop(self) -> None:

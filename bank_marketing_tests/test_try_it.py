@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +15,14 @@ from streamlit.testing.v1 import AppTest
 from bank_marketing.serving.app import create_app
 from bank_marketing.serving.model import ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
+from bank_marketing_tests.conftest import free_port
 
 PAGE = Path(__file__).parents[1] / "bank_marketing" / "serving" / "try_it.py"
 
 
 @pytest.fixture(scope="module")
 def api(state: ModelState) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning")
     )
