@@ -8,30 +8,29 @@ monitoring database, so a broken report reaches neither the sensors nor the dash
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 from mlflow import MlflowClient
 from mlflow.entities import RunInfo
 from mlflow.exceptions import MlflowException
 from pydantic import Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from bank_marketing.monitoring import drift, quality, schemas
 from bank_marketing.monitoring.measure import SIGNAL_COLUMNS, Measurement, Reference, measure
 from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
 from bank_marketing.monitoring.scoring import PROBABILITY, probabilities, score_month
+from bank_marketing.orchestration.assets import checks
 from bank_marketing.orchestration.assets.metadata import mlflow_run_links, mlflow_run_url, rounded
 from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import MonitoringDatabase
-from bank_marketing.serving.model import LoadedModel, load_version
+from bank_marketing.serving.model import LoadedModel
 from bank_marketing.training import registry
 from bank_marketing.training.features import labels
 from bank_marketing.training.tracking import MODEL_NAME
@@ -40,12 +39,10 @@ from bank_marketing.training.windows import call_days
 GROUP = "monitoring"
 PREDICTIONS_CHECK = "valid_predictions"
 DRIFT_CHECK = "valid_drift_metrics"
-FAILURE_SAMPLE = 10
 # The numbers of the retrain_signals row, in the metadata and the monitoring run's metrics.
 SIGNALS = SIGNAL_COLUMNS[1:-1]
 # Signals the retraining sensor compares with thresholds: kept with every digit in the metadata.
 EXACT_SIGNALS = ("drift_p_value", "drift_z", "realized_z", "estimated_drop", "estimated_roc_auc")
-T = TypeVar("T")
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -90,17 +87,19 @@ def predictions(
     db: MonitoringDatabase = context.resources.monitoring_db
     month = pd.Timestamp(context.partition_key)
     client = MlflowClient()
-    model = _load(client, _champion_version(client))
+    model = checks.load_registered(client, _champion_version(client))
     scores = score_month(model, contacts, month, pd.Timestamp.now(tz="UTC"))
-    failures = _failures(schemas.predictions_month_schema(month, contacts.index), scores)
-    yield _check_result(PREDICTIONS_CHECK, failures, {"model_version": model.version})
+    failures = checks.schema_failures(
+        schemas.predictions_month_schema(month, contacts.index), scores
+    )
+    yield checks.check_result(PREDICTIONS_CHECK, failures, {"model_version": model.version})
     if failures is not None:
         raise dg.Failure(
             description=f"predictions {month:%Y-%m} by v{model.version} fail their schema; "
-            f"nothing was written. {_summary(failures)}",
+            f"nothing was written. {checks.failure_summary(failures)}",
             allow_retries=False,
         )
-    stored = _write(
+    stored = checks.database_write(
         db, f"predictions {month:%Y-%m}", lambda: db.replace_predictions(month.date(), scores)
     )
     yield dg.Output(
@@ -166,7 +165,7 @@ def drift_report(
         )
     client = MlflowClient()
     version = _scored_by(predictions) or _champion_version(client)
-    model = _load(client, version)
+    model = checks.load_registered(client, version)
     try:
         reference = load_reference(client, model.run_id, model.inputs)
     except ReferenceDataMissing as error:
@@ -194,16 +193,22 @@ def drift_report(
     if labelled:
         measured = quality.realized_quality(contacts, current[drift.PREDICTION].to_numpy())
         realized = quality.quality_row(month, version, measured, computed_at)
-    failures = _failures(schemas.for_month(schemas.DriftMetrics, month), row)
+    failures = checks.schema_failures(schemas.for_month(schemas.DriftMetrics, month), row)
     if realized is not None and failures is None:
-        failures = _failures(schemas.for_month(schemas.MonthlyQuality, month), realized)
+        failures = checks.schema_failures(
+            schemas.for_month(schemas.MonthlyQuality, month), realized
+        )
     if failures is None:
-        failures = _failures(schemas.for_month(schemas.RetrainSignals, month), signals_row)
-    yield _check_result(DRIFT_CHECK, failures, {"model_version": version, "rows": result.rows})
+        failures = checks.schema_failures(
+            schemas.for_month(schemas.RetrainSignals, month), signals_row
+        )
+    yield checks.check_result(
+        DRIFT_CHECK, failures, {"model_version": version, "rows": result.rows}
+    )
     if failures is not None:
         raise dg.Failure(
             description=f"drift_report {label}: the report's numbers fail their schema; nothing "
-            f"was written. {_summary(failures)}",
+            f"was written. {checks.failure_summary(failures)}",
             allow_retries=False,
         )
 
@@ -319,7 +324,7 @@ def _keep(
                     if name in numbers and pd.notna(numbers[name])
                 }
             )
-            _write(
+            checks.database_write(
                 db,
                 f"drift_report {label}",
                 lambda: db.replace_drift_report(month.date(), row, realized, signals_row),
@@ -357,18 +362,6 @@ def _report_artifact(path: Path) -> str:
     return f"drift/{path.name}"
 
 
-def _write(db: MonitoringDatabase, what: str, write: Callable[[], T]) -> T:
-    """Run one transactional write; a database fault fails the run with what was kept."""
-    try:
-        return write()
-    except SQLAlchemyError as error:
-        raise dg.Failure(
-            description=f"{what}: the monitoring database {db.describe()} failed during the "
-            f"write ({type(error).__name__}: {getattr(error, 'orig', None) or error}). The "
-            f"transaction was rolled back: the month's stored rows are as they were."
-        ) from error
-
-
 def _champion_version(client: MlflowClient) -> str:
     """The version the champion alias points at now."""
     try:
@@ -376,17 +369,6 @@ def _champion_version(client: MlflowClient) -> str:
     except registry.NoChampion as error:
         raise dg.Failure(
             description=f"no champion to monitor: {error}", allow_retries=False
-        ) from error
-
-
-def _load(client: MlflowClient, version: str) -> LoadedModel:
-    try:
-        return load_version(client, version)
-    except (MlflowException, OSError, ValueError) as error:
-        raise dg.Failure(
-            description=f"{MODEL_NAME} v{version} cannot be loaded from {client.tracking_uri}: "
-            f"{error}",
-            allow_retries=False,
         ) from error
 
 
@@ -401,35 +383,3 @@ def _reports_folder(db: MonitoringDatabase) -> Path:
         return db.reports_folder()
     except (ValueError, OSError) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
-
-
-def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame | None:
-    """The schema's failure cases on ``frame``, or None when it passes."""
-    try:
-        schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        return errors.failure_cases
-    return None
-
-
-def _check_result(
-    name: str, failures: pd.DataFrame | None, metadata: dict[str, Any]
-) -> dg.AssetCheckResult:
-    details = {**metadata, "failed_checks": 0 if failures is None else len(failures)}
-    if failures is not None:
-        sample = failures.head(FAILURE_SAMPLE)[["column", "check", "failure_case", "index"]]
-        details["failure_cases"] = dg.MetadataValue.md(sample.to_markdown(index=False))
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=failures is None,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=details,
-    )
-
-
-def _summary(failures: pd.DataFrame) -> str:
-    cases = failures.head(5)
-    return "; ".join(
-        f"{row.column or 'frame'}: {row.check} (got {row.failure_case})"
-        for row in cases.itertuples()
-    )

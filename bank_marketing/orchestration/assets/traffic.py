@@ -18,16 +18,9 @@ from mlflow import MlflowClient
 from bank_marketing.monitoring import schemas, traffic
 from bank_marketing.monitoring.reference import ReferenceDataMissing, load_reference
 from bank_marketing.monitoring.served import day_bounds, purge_served, read_served
+from bank_marketing.orchestration.assets import checks
 from bank_marketing.orchestration.assets.metadata import rounded
-from bank_marketing.orchestration.assets.monitoring import (
-    GROUP,
-    DriftReportConfig,
-    _check_result,
-    _failures,
-    _load,
-    _summary,
-    _write,
-)
+from bank_marketing.orchestration.assets.monitoring import GROUP, DriftReportConfig
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.sensors import TRIGGER_TAG
 from bank_marketing.settings import Traffic
@@ -117,21 +110,23 @@ def build_traffic(settings: Traffic) -> TrafficDefinitions:
                 raise dg.Failure(
                     description=f"served_traffic {day}: {error}", allow_retries=False
                 ) from error
-            failures = _failures(schemas.for_day(schemas.ServedTraffic, pd.Timestamp(day)), rows)
-            yield _check_result(TRAFFIC_CHECK, failures, {"day": str(day), "rows": len(rows)})
+            failures = checks.schema_failures(
+                schemas.for_day(schemas.ServedTraffic, pd.Timestamp(day)), rows
+            )
+            yield checks.check_result(TRAFFIC_CHECK, failures, {"day": str(day), "rows": len(rows)})
             if failures is not None:
                 raise dg.Failure(
                     description=f"served_traffic {day}: the rows fail their schema; nothing was "
-                    f"written. {_summary(failures)}",
+                    f"written. {checks.failure_summary(failures)}",
                     allow_retries=False,
                 )
             written = 0
             if not rows.empty:
-                written = _write(
+                written = checks.database_write(
                     db, f"served_traffic {day}", lambda: traffic.replace_traffic(engine, day, rows)
                 )
             cutoff = traffic.retention_cutoff(datetime.now(UTC), settings.retention_days)
-            purged, purged_outcomes = _write(
+            purged, purged_outcomes = checks.database_write(
                 db, f"served_traffic {day}: the purge", lambda: purge_served(engine, cutoff)
             )
         metadata: dict[str, Any] = {
@@ -214,7 +209,7 @@ def _schedule(settings: Traffic) -> dg.ScheduleDefinition:
 
 def _reference(client: MlflowClient, version: str, day: date) -> traffic.VersionReference:
     """``version``'s reference data scored by it, as drift_report compares a month with it."""
-    model = _load(client, version)
+    model = checks.load_registered(client, version)
     try:
         reference = load_reference(client, model.run_id, model.inputs)
     except ReferenceDataMissing as error:
