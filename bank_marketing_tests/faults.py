@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "faults.jsonl"
         started = datetime.now(UTC)
+        command = [sys.executable, "-m", "pytest", "-m", "faults", "-n", "0", *pytest_args]
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-m", "faults", "-p", "no:cacheprovider", "-n", "0",
-             *pytest_args],  # fmt: skip
+            command,
             env={**os.environ, REPORT_VARIABLE: str(report)},
             check=False,
         )
