@@ -398,9 +398,7 @@ def test_one_firing_alert_requests_one_retrain(
 
     post(webhook, notification(firing()))
     result = alert_tick(instance, monitoring_db, empty.cursor)
-    assert requested(result) == [
-        ("2009-04-01", "retrain-alert-3c2f0b8e1a9d4f70-20240302T101500123456Z")
-    ]
+    assert requested(result) == [("2009-04-01", "retrain-alert-Prediction drift-2009-04")]
     request = result.run_requests[0]
     assert request.tags["bank_marketing/trigger"] == "retrain_on_grafana_alert"
     assert request.tags["bank_marketing/alert_name"] == "Prediction drift"

@@ -27,6 +27,9 @@ RESOLVED = "resolved"
 MONTH_KEY = "month"
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# The key of the PostgreSQL advisory lock that orders the writers of grafana_alerts (any 64-bit
+# number no other lock of the monitoring database uses).
+_ALERTS_LOCK = 0x62616E6B_616C7274
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{2})(?:$|-|T|\s)")
 
 
@@ -96,6 +99,11 @@ def store_notification(
     now = datetime.now(UTC)
     new = new_firing = resolved = 0
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Writers take turns, so ids become visible in increasing order: the retraining
+            # sensor reads alerts after the last id it saw, and would never come back for one
+            # committed after a higher id. (SQLite already lets one writer in at a time.)
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_ALERTS_LOCK)))
         for alert in alerts:
             starts_at = _utc(alert.starts_at)
             ends_at = _utc(alert.ends_at) if alert.ends_at is not None else None

@@ -106,7 +106,10 @@ class _Retrains:
         self.add(month, run_key, tags)
 
     def add(self, month: str, run_key: str, tags: Mapping[str, str]) -> None:
-        """A retrain the policy already decided on (cooldown included)."""
+        """A retrain the policy already decided on (cooldown included); a run key already
+        requested in this tick is not requested again."""
+        if any(request.run_key == run_key for request in self.requests):
+            return
         self.requests.append(
             dg.RunRequest(
                 run_key=run_key,
@@ -248,9 +251,12 @@ def _retrain_on_grafana_alert(
         if month not in partitions:
             retrains.skip(f"{what}: month {month[:7]} is not a partition")
             continue
+        # One retrain per rule and month, however many of its series fire and however often:
+        # a burst of alerts about one month asks for one run (the daemon launches a run key
+        # once), even without a cooldown.
         retrains.request(
             month,
-            run_key=f"retrain-alert-{alert.fingerprint}-{alert.starts_at:%Y%m%dT%H%M%S%fZ}",
+            run_key=f"retrain-alert-{name}-{month[:7]}",
             reason=f"{what} firing",
             tags={
                 "bank_marketing/alert_name": name,
