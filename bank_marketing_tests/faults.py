@@ -17,9 +17,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+import threading
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 REPORT_VARIABLE = "BANK_MARKETING_FAULT_REPORT"
 TABLE_START = "<!-- fault matrix: written by python -m bank_marketing_tests.faults -->"
@@ -49,6 +54,53 @@ class FaultRow:
     rows_lost: int | None
     recovery_s: float | None
     test: str = ""
+
+
+@dataclass
+class Probe:
+    """A client that keeps asking for a prediction (every 50 ms) while a fault strikes: what
+    it saw is what a user of the service saw."""
+
+    url: str
+    record: dict[str, Any]
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)  # the model version of each answer
+    failed_at: list[float] = field(default_factory=list)  # time.monotonic() of each failure
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    def answered(self) -> int:
+        return len(self.latencies_ms) - len(self.failures)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    response = client.post("/predict", json=self.record)
+                    if response.status_code == 200:
+                        self.versions.append(response.json()["model_version"])
+                    else:
+                        self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                        self.failed_at.append(time.monotonic())
+                except httpx.HTTPError as error:
+                    self.failures.append(repr(error))
+                    self.failed_at.append(time.monotonic())
+                self.latencies_ms.append(1000 * (time.perf_counter() - started))
+                self.stop.wait(0.05)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def record(row: FaultRow, test: str | None = None) -> None:
