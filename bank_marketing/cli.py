@@ -163,6 +163,31 @@ def build_parser() -> argparse.ArgumentParser:
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
     )
+    db = commands.add_parser(
+        "db",
+        help="The monitoring database's schema: upgrade it, or show its revision.",
+        description="The monitoring database (BANK_MARKETING_DB_URL) is upgraded by every "
+        "service that opens it; these commands do it by hand (the compose stack's one-shot "
+        "service `migrate` runs `db upgrade` before the services start).",
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser(
+        "upgrade",
+        help="Bring the monitoring database to the newest schema revision.",
+        description="Apply the schema migrations the database lacks, in one transaction. Tables "
+        "made before migrations are recognized and stamped at their revision first; tables that "
+        "match no revision are refused, naming what differs.",
+    )
+    db_current = db_commands.add_parser(
+        "current", help="Show the monitoring database's schema revision and the newest one."
+    )
+    for command in (db_upgrade, db_current):
+        command.add_argument(
+            "--schema",
+            metavar="NAME",
+            help="Database schema of the tables (default: monitoring on PostgreSQL, none on "
+            "SQLite).",
+        )
     return parser
 
 
@@ -178,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bootstrap(settings, args)
     if args.command == "land":
         return _land(settings, args.month, args.through)
+    if args.command == "db":
+        return _db(settings, args)
     # The commands that drive Dagster, MLflow and Ray: the terminal shows their progress and
     # results, and what the libraries log or print goes to a file in the home.
     with quiet_console(settings.logs_dir, args.command) as console:
@@ -357,6 +384,62 @@ def _land(settings: Settings, first: str, through: str | None) -> int:
         print(f"landed {path} ({rows} contacts)")
     print(f"{len(written)} file(s) in {settings.landing_dir}")
     return 0
+
+
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    """``db upgrade`` and ``db current``: 1 when the database cannot be reached or upgraded."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from bank_marketing.monitoring import migrations, store
+
+    engine = store.engine_for(settings.db_url, args.schema)
+    schema = migrations.schema_of(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    where += f" (schema {schema})" if schema else ""
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    head = migrations.head()
+    try:
+        if args.db_command == "upgrade":
+            done = migrations.upgrade(engine)
+            if done.before == done.after:
+                print(f"{where}: at {done.after} (head), nothing to do")
+            elif done.adopted == done.after:
+                print(f"{where}: tables made before migrations, stamped at {done.after} (head)")
+            elif done.adopted:
+                print(
+                    f"{where}: tables made before migrations, stamped at {done.adopted}; "
+                    f"upgraded {done.adopted} -> {done.after} (head)"
+                )
+            else:
+                print(f"{where}: upgraded {done.before or 'no tables'} -> {done.after} (head)")
+            return 0
+        revision = migrations.current(engine)
+        if revision == head:
+            print(f"{where}: {revision} (head)")
+        elif revision is not None:
+            print(f"{where}: {revision}; head is {head} (`bank-marketing db upgrade` applies it)")
+        elif (recognized := migrations.recognize(engine)) is not None:
+            print(
+                f"{where}: none; its tables were made before migrations, at {recognized} "
+                f"(`bank-marketing db upgrade` adopts them); head is {head}"
+            )
+        else:
+            print(f"{where}: none, no monitoring tables yet; head is {head}")
+        return 0
+    except migrations.MigrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except sa.exc.OperationalError as error:
+        print(
+            f"error: cannot reach the monitoring database at {where}: {error.orig}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        engine.dispose()
 
 
 def _environment(settings: Settings) -> None:

@@ -3,16 +3,20 @@
 ``contact_rejects`` keeps every row that failed validation, with its reasons, so rejected data is
 visible and queryable instead of silently gone. Writing a month replaces that month's rows in one
 transaction.
+
+The tables are declared here and made by the revisions in ``migrations/``: a change here needs a
+revision there (``test_migrations`` fails until the newest revision makes exactly these tables).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
+
+from bank_marketing.monitoring import migrations
 
 metadata = sa.MetaData()
 
@@ -33,38 +37,30 @@ contact_rejects = sa.Table(
 POSTGRES_SCHEMA = "monitoring"
 
 
-def create_tables(engine: sa.Engine, attempts: int = 3) -> None:
-    """Create the schema the engine translates to (if any) and every monitoring table.
-
-    Several processes may do this at once on a new database (the service's replicas, the assets):
-    PostgreSQL's ``IF NOT EXISTS`` does not stop two of them from colliding on its catalog, so a
-    collision is tried again, and the second attempt finds what the other process created.
-    """
-    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-    for attempt in range(1, attempts + 1):
-        try:
-            with engine.begin() as connection:
-                if schema:
-                    connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-                metadata.create_all(connection)
-            return
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-            if attempt == attempts:
-                raise
-            time.sleep(0.2 * attempt)
-
-
-def connect(url: str, schema: str | None = None) -> sa.Engine:
-    """An engine on the monitoring database whose tables exist.
-
-    The tables go into ``schema``; on PostgreSQL without one, into ``monitoring``.
-    """
+def engine_for(url: str, schema: str | None = None) -> sa.Engine:
+    """An engine on the monitoring database whose tables are in ``schema`` (on PostgreSQL
+    without one, ``monitoring``), as it is: ``connect`` also upgrades the tables."""
     engine = sa.create_engine(url)
     if schema is None and engine.dialect.name == "postgresql":
         schema = POSTGRES_SCHEMA
     if schema:
         engine = engine.execution_options(schema_translate_map={None: schema})
-    create_tables(engine)
+    return engine
+
+
+def connect(url: str, schema: str | None = None) -> sa.Engine:
+    """An engine on the monitoring database, its tables upgraded to the newest revision.
+
+    The tables go into ``schema``; on PostgreSQL without one, into ``monitoring``. Several
+    processes may connect to a new or older database at once: ``migrations.upgrade`` lets one
+    of them upgrade it while the others wait.
+    """
+    engine = engine_for(url, schema)
+    try:
+        migrations.upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
