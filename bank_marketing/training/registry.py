@@ -30,6 +30,7 @@ import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import mlflow
 import numpy as np
@@ -44,6 +45,7 @@ from bank_marketing.data.fields import LABEL
 from bank_marketing.training.families import SIMPLICITY_ORDER
 from bank_marketing.training.features import labels
 from bank_marketing.training.metrics import classification_metrics
+from bank_marketing.training.retries import idempotent
 from bank_marketing.training.tracking import MODEL_NAME, CandidateRecord
 
 CHAMPION_ALIAS = "champion"
@@ -361,16 +363,34 @@ def select(
 
 
 def tag_staging(client: MlflowClient, ranked: Sequence[CandidateRecord], round_id: str) -> None:
+    tag = partial(client.set_model_version_tag, MODEL_NAME)
     for place, candidate in enumerate(ranked, start=1):
-        client.set_model_version_tag(MODEL_NAME, candidate.model_version, "round", round_id)
-        client.set_model_version_tag(MODEL_NAME, candidate.model_version, "round_rank", str(place))
+        idempotent(partial(tag, candidate.model_version, "round", round_id))
+        idempotent(partial(tag, candidate.model_version, "round_rank", str(place)))
         if place <= STAGING_TOP:
-            client.set_model_version_tag(MODEL_NAME, candidate.model_version, "stage", "staging")
+            idempotent(partial(tag, candidate.model_version, "stage", "staging"))
 
 
 def apply(client: MlflowClient, decision: Decision) -> None:
-    """Write the decision to the challenger's tags and, if promoted, move the alias."""
-    for key, value in decision.as_tags().items():
-        client.set_model_version_tag(MODEL_NAME, decision.challenger_version, key, value)
+    """Write the decision to the challenger's tags and, if promoted, move the alias.
+
+    Each write is tried again while the registry's store restarts (``retries.idempotent``).
+    ``promotion_promoted`` is written last, once the alias has moved: a round that fails in
+    between (the registry stayed unreachable longer than the retries) leaves a challenger whose
+    tags give the decision's reasons but never claim a promotion the alias does not show.
+    """
+    tags = decision.as_tags()
+    promoted = tags.pop("promotion_promoted")
+    tag = partial(client.set_model_version_tag, MODEL_NAME, decision.challenger_version)
+    for key, value in tags.items():
+        idempotent(partial(tag, key, value))
     if decision.promoted:
-        client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, decision.challenger_version)
+        idempotent(
+            partial(
+                client.set_registered_model_alias,
+                MODEL_NAME,
+                CHAMPION_ALIAS,
+                decision.challenger_version,
+            )
+        )
+    idempotent(partial(tag, "promotion_promoted", promoted))
