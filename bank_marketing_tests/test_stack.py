@@ -67,11 +67,12 @@ SERVICES = {
     "dagster-webserver",
     "dagster-daemon",
     "bootstrap",
+    "migrate",
     "prometheus",
     "grafana",
 }
 # Services that run once and exit: no healthcheck, never restarted.
-ONE_SHOT = {"bootstrap"}
+ONE_SHOT = {"bootstrap", "migrate"}
 
 
 # -- reading the compose file as docker compose does ----------------------------------------------
@@ -278,16 +279,21 @@ def test_every_service_is_health_checked_and_started_after_what_it_needs() -> No
         else:
             assert healthcheck_argv(service), f"{name} has no healthcheck"
         for dependency, condition in (service.get("depends_on") or {}).items():
-            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            # A one-shot service is waited for until it exits, and must have succeeded.
+            wanted = (
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            )
+            assert condition == {"condition": wanted}, (name, dependency)
     needs = {
         "postgres": set(),
         "mlflow": {"postgres"},
-        "serving": {"postgres", "mlflow"},
+        "migrate": {"postgres"},
+        "serving": {"postgres", "migrate", "mlflow"},
         "dagster-webserver": {"postgres", "mlflow"},
-        "dagster-daemon": {"postgres", "mlflow", "serving"},
-        "bootstrap": {"postgres", "mlflow"},
+        "dagster-daemon": {"postgres", "migrate", "mlflow", "serving"},
+        "bootstrap": {"postgres", "migrate", "mlflow"},
         "prometheus": set(),
-        "grafana": {"postgres", "prometheus"},
+        "grafana": {"postgres", "migrate", "prometheus"},
     }
     assert {name: set(s.get("depends_on") or {}) for name, s in services.items()} == needs
     # Base images are pinned to a release, never a moving tag.
@@ -373,6 +379,16 @@ def test_every_command_the_stack_runs_parses_with_the_installed_tools(
     assert bootstrap[:2] == ["bank-marketing", "bootstrap"]
     parsed = build_parser().parse_args(bootstrap[1:])
     assert (parsed.first_as_of, parsed.through) == ("2008-12", "2009-06")
+    migrate = services["migrate"]["command"]
+    assert migrate[0] == "bank-marketing"
+    parsed = build_parser().parse_args(migrate[1:])
+    assert (parsed.command, parsed.db_command, parsed.schema) == ("db", "upgrade", None)
+    # It needs the monitoring database's URL, and is handed no other secret.
+    migrate_env = environment_of(services["migrate"])
+    assert migrate_env == {
+        "BANK_MARKETING_DB_URL": environment_of(services["serving"])["BANK_MARKETING_DB_URL"]
+    }
+    assert not services["migrate"]["volumes"]
     assert ran["mlflow"] == ["mlflow", "server"]
     assert ran["dagster-daemon"] == ["dagster-daemon", "run"]
     assert ran["daemon healthcheck"] == ["dagster-daemon", "liveness-check"]
@@ -468,6 +484,8 @@ class Native:
     bank_marketing_home: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    # What the one-shot `migrate` did before the services started, as compose orders it.
+    migrated: subprocess.CompletedProcess[str] | None = None
 
     def url(self, service: str, port: int) -> str:
         host, native_port = self.addresses[f"{service}:{port}"]
@@ -540,6 +558,17 @@ class Native:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def run_once(self, service: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        """Run a one-shot service's command here, to its end."""
+        return subprocess.run(
+            self.command(service["command"]),
+            env=self.environment(service),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def tail(self, name: str, lines: int = 40) -> str:
         text = self.logs[name].read_text(errors="replace") if name in self.logs else ""
@@ -673,6 +702,7 @@ def native(
                 [str(script)], env=init_env, capture_output=True, text=True, timeout=60
             )
             assert done.returncode == 0, f"{script.name}: {done.stderr}"
+        native.migrated = native.run_once(services["migrate"])
         for name, port in (("mlflow", 5000), ("dagster-webserver", 3000), ("dagster-daemon", 0)):
             own = {port: native.port(name, port)} if port else {}
             native.start(
@@ -723,6 +753,41 @@ def test_postgres_init_gives_each_service_its_database_and_grafana_read_only_acc
     for database, role in (("bank_marketing", "dagster"), ("dagster", "mlflow")):
         with pytest.raises(psycopg2.OperationalError, match="CONNECT privilege"):
             _query(stack, database, role, "SELECT 1")
+
+
+@pytest.mark.integration
+def test_migrate_upgrades_the_monitoring_database_before_the_services_open_it(
+    native: Native, services: dict[str, Any]
+) -> None:
+    from bank_marketing.monitoring import migrations, store
+
+    done = native.migrated
+    assert done is not None and done.returncode == 0, done and done.stdout + done.stderr
+    head = migrations.head()
+    assert f"(schema monitoring): upgraded no tables -> {head} (head)" in done.stdout
+    assert "test-bank-marketing-db-password" not in done.stdout + done.stderr
+    version = "SELECT version_num FROM monitoring.alembic_version"
+    assert _query(native, "bank_marketing", "bank_marketing", version) == [(head,)]
+    # Made by the application's role, so Grafana reads every table (docker/postgres/init's
+    # default privileges), the version table included.
+    owned = _query(
+        native,
+        "bank_marketing",
+        "bank_marketing",
+        "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'monitoring'",
+    )
+    role = native.names["bank_marketing"]
+    assert {name for name, owner in owned if owner == role} >= {
+        *store.metadata.tables,
+        "alembic_version",
+    }
+    for table in (*store.metadata.tables, "alembic_version"):
+        assert _query(native, "bank_marketing", "grafana", f"SELECT count(*) FROM {table}")
+    # Started again (compose runs it on every start), it changes nothing.
+    again = native.run_once(services["migrate"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"at {head} (head), nothing to do" in again.stdout
+    assert _query(native, "bank_marketing", "bank_marketing", version) == [(head,)]
 
 
 @pytest.fixture(scope="module")
