@@ -13,19 +13,24 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.data.dataset import Dataset
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from bank_marketing.data.fields import LABEL
 from bank_marketing.training.candidates import FittedCandidate
 from bank_marketing.training.features import labels
 from bank_marketing.training.metrics import roc_auc_standard_error
+from bank_marketing.training.retries import idempotent
 from bank_marketing.training.windows import call_days
 
 MODEL_NAME = "bank-marketing"
@@ -77,6 +82,15 @@ def ensure_experiment(name: str, artifact_location: str | None) -> str:
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
 
+def redacted(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, for messages and metadata."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def frame_digest(frame: pd.DataFrame) -> str:
     """A short content digest of a frame, stable across processes."""
     hashed = pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
@@ -104,54 +118,60 @@ def log_candidate(
     standard_error = roc_auc_standard_error(
         labels(validation), fitted.validation_probability, call_days(validation)
     )
-    with (
-        warnings.catch_warnings(),
-        mlflow.start_run(
-            run_name=f"{fitted.family} as of {tags.get('as_of', '?')}",
-            nested=True,
-            tags={**tags, "family": fitted.family},
-        ) as run,
-    ):
-        # Inputs are validated before they reach a model (Pandera, the API's schema), so the
-        # hints about integer columns and about how to read a path as a dataset source are noise.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        warnings.filterwarnings("ignore", message="The specified dataset source can be")
-        mlflow.log_params(
-            {
-                **params,
-                "inputs": ",".join(inputs),
-                "day_of_year": fitted.day_of_year,
-                "train_rows": fitted.train_rows,
-                "train_rows_capped": fitted.train_rows_capped,
-                "validation_rows": len(validation),
-            }
-        )
-        datasets = {
-            context: mlflow.data.from_pandas(
-                frame,
-                source=data_source,
-                targets=LABEL,
-                name=f"{context} {tags.get('window', '')}".strip(),
-                digest=frame_digest(frame),
+    run = mlflow.start_run(
+        run_name=f"{fitted.family} as of {tags.get('as_of', '?')}",
+        nested=True,
+        tags={**tags, "family": fitted.family},
+    )
+    try:
+        with warnings.catch_warnings(), run:
+            # Inputs are validated before they reach a model (Pandera, the API's schema), so the
+            # hints about integer columns and about how to read a path as a dataset source are
+            # noise.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            warnings.filterwarnings("ignore", message="The specified dataset source can be")
+            mlflow.log_params(
+                {
+                    **params,
+                    "inputs": ",".join(inputs),
+                    "day_of_year": fitted.day_of_year,
+                    "train_rows": fitted.train_rows,
+                    "train_rows_capped": fitted.train_rows_capped,
+                    "validation_rows": len(validation),
+                }
             )
-            for frame, context in ((train, "training"), (validation, "validation"))
-        }
-        for context, dataset in datasets.items():
-            mlflow.log_input(dataset, context=context)
-        _log_reference(validation)
-        example = validation[list(inputs)].head(INPUT_EXAMPLE_ROWS)
-        info = mlflow.sklearn.log_model(
-            fitted.pipeline,
-            name="model",
-            signature=infer_signature(example, fitted.pipeline.predict_proba(example)),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            registered_model_name=MODEL_NAME,
-            pip_requirements=pip_requirements(),
-        )
-        _log_model_metrics(fitted, info.model_id, datasets, standard_error)
+            datasets = {
+                context: mlflow.data.from_pandas(
+                    frame,
+                    source=data_source,
+                    targets=LABEL,
+                    name=f"{context} {tags.get('window', '')}".strip(),
+                    digest=frame_digest(frame),
+                )
+                for frame, context in ((train, "training"), (validation, "validation"))
+            }
+            for context, dataset in datasets.items():
+                mlflow.log_input(dataset, context=context)
+            _log_reference(validation)
+            example = validation[list(inputs)].head(INPUT_EXAMPLE_ROWS)
+            info = mlflow.sklearn.log_model(
+                fitted.pipeline,
+                name="model",
+                signature=infer_signature(example, fitted.pipeline.predict_proba(example)),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                serialization_format="skops",
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                registered_model_name=MODEL_NAME,
+                pip_requirements=pip_requirements(),
+            )
+            _log_model_metrics(fitted, info.model_id, datasets, standard_error)
+    except MlflowException:
+        # The store failed under the run (its database restarting, say): ending the run FAILED
+        # on the way out failed with it, and the run would show RUNNING for ever. It is ended
+        # once the store answers again, or the error saying why it could not be joins this one.
+        idempotent(partial(MlflowClient().set_terminated, run.info.run_id, "FAILED"))
+        raise
     return CandidateRecord(
         family=fitted.family,
         run_id=run.info.run_id,

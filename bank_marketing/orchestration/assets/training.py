@@ -38,6 +38,7 @@ from bank_marketing.training.tracking import (
     CandidateRecord,
     frame_digest,
     log_candidate,
+    redacted,
 )
 from bank_marketing.training.windows import (
     TRAIN,
@@ -221,21 +222,29 @@ def _candidate_asset(family: str, config_class: type[CandidateConfig]) -> dg.Ass
         as_of = pd.Timestamp(context.partition_key)
         source = raw_source(context).get("location", "contacts")
         window = training_set["contact_month"]
-        record = log_candidate(
-            fitted,
-            params={**params, "seed": seed, "max_train_rows": max_rows},
-            inputs=inputs,
-            train=train,
-            validation=validation,
-            tags={
-                "as_of": f"{as_of:%Y-%m}",
-                "window": f"{window.min():%Y-%m}..{window.max():%Y-%m}",
-                # Not "dagster_run_id": dagster-mlflow finds the Dagster run's own MLflow run by
-                # that tag, and a child carrying it would be taken for the parent.
-                "dagster.run_id": context.run.run_id,
-            },
-            data_source=source,
-        )
+        try:
+            record = log_candidate(
+                fitted,
+                params={**params, "seed": seed, "max_train_rows": max_rows},
+                inputs=inputs,
+                train=train,
+                validation=validation,
+                tags={
+                    "as_of": f"{as_of:%Y-%m}",
+                    "window": f"{window.min():%Y-%m}..{window.max():%Y-%m}",
+                    # Not "dagster_run_id": dagster-mlflow finds the Dagster run's own MLflow run
+                    # by that tag, and a child carrying it would be taken for the parent.
+                    "dagster.run_id": context.run.run_id,
+                },
+                data_source=source,
+            )
+        except MlflowException as error:
+            raise dg.Failure(
+                description=f"{family}_candidate {as_of:%Y-%m}: MLflow at "
+                f"{redacted(MlflowClient().tracking_uri)} failed while the candidate was logged "
+                f"or registered ({error.error_code}: {error.message}). This round promotes "
+                f"nothing: the champion is unchanged. Run the round again once MLflow answers."
+            ) from error
         context.log.info(
             "%s: validation ROC AUC %.4f, version %s",
             family,
