@@ -24,12 +24,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bank_marketing.monitoring.served import LIVE
 from bank_marketing.serving.capture import Answer, NoTelemetry, ServedLog, Telemetry
 from bank_marketing.serving.contract import record_model
-from bank_marketing.serving.http import MAX_BODY_BYTES, RequestIds, problem, read_json
+from bank_marketing.serving.http import MAX_BODY_BYTES, RequestIds, problem, read_json, shown
 from bank_marketing.serving.model import LoadedModel, ModelState
 from bank_marketing.training.features import DEFAULT_INPUTS
 
 MAX_RECORDS = 1000
 THRESHOLD = 0.5
+# A refusal lists this many bad fields at most: a body of 40,000 unknown keys would otherwise
+# be answered with megabytes.
+MAX_LISTED_ERRORS = 100
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +129,8 @@ def create_app(
     app.add_middleware(RequestIds, on_answer=answered, echo=echo_request_id)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return problem(error.status_code, str(error.detail))
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return problem(error.status_code, _http_error_detail(request, error), headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -190,7 +193,10 @@ def create_app(
             return problem(503, f"no model is loaded: {state.problem}")
         parsed, errors = _validate(Record, records, where)
         if errors:
-            return problem(422, f"{len(errors)} invalid field(s)", errors)
+            detail = f"{len(errors)} invalid field(s)"
+            if len(errors) > MAX_LISTED_ERRORS:
+                detail += f"; the first {MAX_LISTED_ERRORS} are listed"
+            return problem(422, detail, errors[:MAX_LISTED_ERRORS])
         used, probabilities = await score(parsed)
         counters.scored(used.version, LIVE, probabilities)
         if served_log is not None:
@@ -220,6 +226,17 @@ def create_app(
         if router is not None:
             app.include_router(router)
     return app
+
+
+def _http_error_detail(request: Request, error: StarletteHTTPException) -> str:
+    """What Starlette's routing refused, said with the path and method it refused."""
+    path = request.url.path
+    if error.status_code == 404:
+        return f"no such path: {shown(path)}; /docs lists the service's paths"
+    if error.status_code == 405:
+        allowed = (error.headers or {}).get("Allow", "")
+        return f"method {shown(request.method)} is not allowed on {shown(path)}; use {allowed}"
+    return str(error.detail)
 
 
 def _records_of(body: Any) -> tuple[list[Any], str, JSONResponse | None]:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from bank_marketing.monitoring import alerts, store
@@ -56,6 +56,17 @@ class GrafanaAlert(BaseModel):
     panel_url: str | None = Field(default=None, alias="panelURL")
     image_url: str | None = Field(default=None, alias="imageURL")
     value_string: str | None = Field(default=None, alias="valueString")
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _storable(cls, moment: datetime | None) -> datetime | None:
+        # Stored in UTC: 9999-12-31T23:00:00-05:00 is a valid timestamp with no UTC year.
+        if moment is not None and moment.tzinfo is not None:
+            try:
+                moment.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("is outside years 1 to 9999 once converted to UTC") from None
+        return moment
 
     def received(self) -> alerts.ReceivedAlert:
         # Grafana sends 0001-01-01T00:00:00Z while the alert has not ended.
