@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from bank_marketing.data.fields import CONTACT_FIELDS
+from bank_marketing.data.fields import CONTACT_FIELDS, FIELDS_BY_NAME
 from bank_marketing.data.quality import validate_month
-from bank_marketing.serving.contract import record_model
+from bank_marketing.data.source import load_contacts
+from bank_marketing.serving.contract import SERVING_BOUNDS, bounds, record_model
 from bank_marketing.training.features import DEFAULT_INPUTS
 
 RECORD: dict[str, Any] = {
@@ -116,3 +119,73 @@ def test_api_and_schema_agree_on_what_is_valid(model: type[BaseModel]) -> None:
     frame.index = pd.Index(range(2, 2 + len(frame)), name="line")
     frame = frame[[*(f.name for f in CONTACT_FIELDS), "contact_month"]]
     assert validate_month(frame, month).rejected.empty
+
+
+def test_every_real_contact_is_accepted_within_the_bounds(
+    model: type[BaseModel], bank_full_path: Path, tmp_path: Path
+) -> None:
+    frame = load_contacts(str(bank_full_path), tmp_path).frame
+    assert len(frame) == 45_211
+    # As a client sends them: the JSON of each row, every field but the label.
+    for record in json.loads(frame.drop(columns="y").to_json(orient="records")):
+        model.model_validate(record)
+    for name in SERVING_BOUNDS:
+        low, high = bounds(name)
+        assert frame[name].between(low, high).all(), (name, frame[name].min(), frame[name].max())
+        # Room to spare: about twice the real extremes, where the data does not fix the range.
+        field = FIELDS_BY_NAME[name]
+        if field.le is None:
+            assert high >= 1.5 * frame[name].max(), name
+
+
+def test_the_bounds_never_admit_what_the_data_definition_refuses() -> None:
+    for name, (low, high) in SERVING_BOUNDS.items():
+        field = FIELDS_BY_NAME[name]
+        assert low <= high
+        assert field.ge is None or low >= field.ge, name
+        assert field.le is None or high <= field.le, name
+    assert set(SERVING_BOUNDS) == {f.name for f in CONTACT_FIELDS if f.is_numeric}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("balance", 250_001, "must be at most 250000, not 250001"),
+        ("balance", -20_001, "must be at least -20000, not -20001"),
+        ("balance", 10**30, "must be at most 250000, not 1000000000000000000000000000000"),
+        ("balance", "1e30", "must be at most 250000, not '1e30'"),
+        ("balance", 1e300, "must be at most 250000, not 1e+300"),
+        ("balance", "9" * 5000, "must be at most 250000, not '99999"),
+        ("balance", "1e999999999", "must be at most 250000, not '1e999999999'"),
+        ("balance", "-1e999999999", "must be at least -20000"),
+        ("balance", "inf", "must be a whole number, not 'inf'"),
+        ("balance", "sNaN", "must be a whole number, not 'sNaN'"),
+        ("balance", "1e-999999999", "must be a whole number"),
+        ("campaign", 151, "must be at most 150, not 151"),
+        ("pdays", 2001, "must be at most 2000, not 2001"),
+        ("previous", 601, "must be at most 600, not 601"),
+    ],
+)
+def test_a_number_beyond_its_bound_is_refused_naming_the_value_and_the_bound(
+    model: type[BaseModel], field: str, value: Any, message: str
+) -> None:
+    errors = _errors(model, {**RECORD, field: value})
+    assert list(errors) == [field]
+    assert errors[field].removeprefix("Value error, ").startswith(message)
+
+
+@pytest.mark.parametrize("name", sorted(SERVING_BOUNDS))
+def test_the_bounds_themselves_are_accepted_in_every_form(
+    model: type[BaseModel], name: str
+) -> None:
+    for value in bounds(name):
+        for form in (value, float(value), str(value), f" {value}.0 "):
+            assert getattr(model.model_validate({**RECORD, "duration": 60, name: form}), name) == (
+                value
+            )
+
+
+def test_the_openapi_schema_shows_each_bound(model: type[BaseModel]) -> None:
+    properties = model.model_json_schema()["properties"]
+    for name in SERVING_BOUNDS:
+        assert (properties[name]["minimum"], properties[name]["maximum"]) == bounds(name)

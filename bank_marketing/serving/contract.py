@@ -4,17 +4,24 @@ Built from the same field definitions as the Pandera schema (``bank_marketing.da
 what the API accepts and what training validated cannot drift apart. Lenient where the original
 client is: numbers may come as strings, ``day_of_week`` stands for ``day``, and a missing, null,
 empty or ``"NaN"`` answer to a question UCI records as ``unknown`` becomes ``unknown``.
+
+Stricter than the schema on numbers: each has :data:`SERVING_BOUNDS`. A model asked about a
+balance of 10^30 would still answer, extrapolating with a confidence nothing in its training
+supports; the service refuses such a record instead (422 naming the field, the value and the
+bound). The bounds are in the OpenAPI schema (``minimum``, ``maximum``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from bank_marketing.data.fields import CONTACT_FIELDS, LABEL, ContactField
+from bank_marketing.data.fields import CONTACT_FIELDS, FIELDS_BY_NAME, LABEL, ContactField
+from bank_marketing.serving.http import shown
 
 MISSING_ANSWERS = {"", "nan", "null", "none"}
 
@@ -25,28 +32,56 @@ EXAMPLE_RECORD: dict[str, Any] = {
 }  # fmt: skip
 
 
+# The range the service answers for, per numeric field. Age and day keep the data's own range;
+# the others are about twice the extremes of UCI's 45,211 contacts (balance -8,019 to 102,127
+# euros, duration up to 4,918 s, campaign up to 63, pdays up to 871, previous up to 275), so every
+# real contact passes with room to spare while values nothing in training comes near are refused.
+SERVING_BOUNDS: dict[str, tuple[int, int]] = {
+    "age": (18, 110),
+    "balance": (-20_000, 250_000),
+    "day": (1, 31),
+    "duration": (0, 10_000),
+    "campaign": (1, 150),
+    "pdays": (-1, 2_000),
+    "previous": (0, 600),
+}
+
+
+def bounds(name: str) -> tuple[int, int]:
+    """The lowest and highest value the service accepts for the numeric field ``name``."""
+    field = FIELDS_BY_NAME[name]
+    low, high = SERVING_BOUNDS[name]
+    if field.ge is not None:
+        low = max(low, field.ge)
+    if field.le is not None:
+        high = min(high, field.le)
+    return low, high
+
+
 def _whole_number(field: ContactField) -> Any:
+    low, high = bounds(field.name)
+
     def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        if isinstance(value, str):
-            text = value.strip()
+        number: int | float | Decimal
+        whole_float = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+        if (isinstance(value, int) and not isinstance(value, bool)) or whole_float:
+            number = value
+        elif isinstance(value, str):
+            # Decimal reads "1e30" exactly; bounds are checked before the value becomes an int,
+            # since int(Decimal("1e999999")) would build a million digits.
             try:
-                number = float(text) if text else math.nan
-            except ValueError:
-                raise ValueError(f"must be a whole number, not {value!r}") from None
-        elif isinstance(value, int | float):
-            number = float(value)
+                number = Decimal(value.strip())
+            except InvalidOperation:
+                raise ValueError(f"must be a whole number, not {shown(value)}") from None
+            if not number.is_finite() or number != number.to_integral_value():
+                raise ValueError(f"must be a whole number, not {shown(value)}")
         else:
-            raise ValueError(f"must be a whole number, not {value!r}")
-        if not math.isfinite(number) or number != int(number):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        whole = int(number)
-        if field.ge is not None and whole < field.ge:
-            raise ValueError(f"must be at least {field.ge}, not {whole}")
-        if field.le is not None and whole > field.le:
-            raise ValueError(f"must be at most {field.le}, not {whole}")
-        return whole
+            raise ValueError(f"must be a whole number, not {shown(value)}")
+        if number < low:
+            raise ValueError(f"must be at least {low}, not {shown(value)}")
+        if number > high:
+            raise ValueError(f"must be at most {high}, not {shown(value)}")
+        return int(number)
 
     return parse
 
@@ -60,12 +95,12 @@ def _category(field: ContactField) -> Any:
         if isinstance(value, float) and math.isnan(value) and field.unknown_allowed:
             return "unknown"
         if not isinstance(value, str):
-            raise ValueError(f"must be one of {list(allowed)}, not {value!r}")
+            raise ValueError(f"must be one of {list(allowed)}, not {shown(value)}")
         text = value.strip().lower()
         if text in MISSING_ANSWERS and field.unknown_allowed:
             return "unknown"
         if text not in allowed:
-            raise ValueError(f"must be one of {list(allowed)}, not {value!r}")
+            raise ValueError(f"must be one of {list(allowed)}, not {shown(value)}")
         return text
 
     return parse
@@ -81,6 +116,9 @@ def _annotation(field: ContactField, required: bool) -> tuple[Any, Any]:
     extra: dict[str, Any] = {"description": field.description}
     if field.categories:
         extra["json_schema_extra"] = {"enum": list(field.categories)}
+    else:
+        low, high = bounds(field.name)
+        extra["json_schema_extra"] = {"minimum": low, "maximum": high}
     if field.name == "day":
         extra["validation_alias"] = AliasChoices("day", "day_of_week")
     annotated = Annotated[kind, BeforeValidator(parse)]
