@@ -26,6 +26,13 @@ ENV_SERVED_SAMPLE_RATE = "BANK_MARKETING_SERVED_SAMPLE_RATE"
 ENV_SERVED_RETENTION_DAYS = "BANK_MARKETING_SERVED_RETENTION_DAYS"
 ENV_SERVED_QUEUE = "BANK_MARKETING_SERVED_QUEUE"
 ENV_TRAFFIC_START = "BANK_MARKETING_TRAFFIC_START"
+ENV_WEBHOOK_TOKEN = "BANK_MARKETING_WEBHOOK_TOKEN"
+ENV_DB_URL = "BANK_MARKETING_DB_URL"
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+# The Docker-secrets convention: NAME_FILE names a file that holds NAME's value. These are the
+# settings that may carry a secret (a token, or a URL with a password in it).
+FILE_SUFFIX = "_FILE"
+SECRET_FILE_VARIABLES = (ENV_WEBHOOK_TOKEN, ENV_DB_URL, ENV_TRACKING_URI)
 EMBEDDED_INSTANCE_HEADER = "# Embedded Dagster instance of bank-marketing"
 EMBEDDED_INSTANCE_YAML = f"""\
 {EMBEDDED_INSTANCE_HEADER}: SQLite storage in this folder.
@@ -128,19 +135,20 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        home = Path(env.get("BANK_MARKETING_HOME") or DEFAULT_HOME).expanduser().absolute()
+        home = home_from_env(env)
+        tracking_uri = secret_from_env(env, ENV_TRACKING_URI)
         return cls(
             home=home,
             source=env.get("BANK_MARKETING_SOURCE") or UCI_ARCHIVE_URL,
-            db_url=env.get("BANK_MARKETING_DB_URL") or f"sqlite:///{home / 'monitoring.db'}",
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            db_url=secret_from_env(env, ENV_DB_URL) or f"sqlite:///{home / 'monitoring.db'}",
+            mlflow_tracking_uri=tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
             # Where a browser opens the MLflow UI, for links in the Dagster UI: a tracking server
             # serves it itself; for a store, `mlflow ui` serves it at its default address.
             mlflow_ui_url=(
                 env.get("BANK_MARKETING_MLFLOW_UI_URL", "").strip()
                 or (
-                    env["MLFLOW_TRACKING_URI"]
-                    if env.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://"))
+                    tracking_uri
+                    if (tracking_uri or "").startswith(("http://", "https://"))
                     else "http://127.0.0.1:5000"
                 )
             ).rstrip("/"),
@@ -152,7 +160,7 @@ class Settings:
             # The names Ray's own `serve deploy` reads.
             ray_dashboard_url=env.get("RAY_DASHBOARD_ADDRESS") or "http://127.0.0.1:8265",
             ray_auth_token=env.get("RAY_AUTH_TOKEN") or None,
-            webhook_token=env.get("BANK_MARKETING_WEBHOOK_TOKEN") or None,
+            webhook_token=secret_from_env(env, ENV_WEBHOOK_TOKEN),
             sensor_interval_seconds=_positive_int(env, ENV_SENSOR_INTERVAL, 30),
             model_inputs=_model_inputs(env),
             retrain_rule=_retrain_rule(env),
@@ -213,6 +221,36 @@ class Settings:
         ):
             # An embedded instance: SQLite storage in DAGSTER_HOME (Dagster's default).
             instance_config.write_text(EMBEDDED_INSTANCE_YAML)
+
+
+def home_from_env(env: Mapping[str, str]) -> Path:
+    """``BANK_MARKETING_HOME``, absolute."""
+    return Path(env.get("BANK_MARKETING_HOME") or DEFAULT_HOME).expanduser().absolute()
+
+
+def secret_from_env(env: Mapping[str, str], variable: str) -> str | None:
+    """``variable``'s value, or the content of the file ``variable_FILE`` names (Docker secrets).
+
+    The file wins when both are set: a process handed a file (a Serve replica, whose rollout
+    passes secrets as files) may have inherited an older value of the variable itself. Whitespace
+    around the file's content (its final newline) is not part of the value. A file that cannot
+    be read, or holds nothing, is an error naming the variable and the file, rather than a
+    secret silently unset.
+    """
+    named = env.get(variable + FILE_SUFFIX, "").strip()
+    if not named:
+        return env.get(variable) or None
+    path = Path(named).expanduser()
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else "not UTF-8"
+        raise ValueError(
+            f"{variable}{FILE_SUFFIX}={named!r}: cannot read {path}: {reason}"
+        ) from error
+    if not value:
+        raise ValueError(f"{variable}{FILE_SUFFIX}={named!r}: {path} is empty")
+    return value
 
 
 def _env_names(env: Mapping[str, str], variable: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 from bank_marketing_tests.conftest import RayCluster
 from bank_marketing_tests.registries import register_two_versions
+from bank_marketing_tests.test_webhook import NOTIFICATION
 
 APP = "bank-marketing-rollout"
 
@@ -81,6 +83,84 @@ def test_a_broken_serve_config_is_refused_before_anything_is_sent(tmp_path):
     two_apps["applications"].append(dict(two_apps["applications"][0], name="other"))
     with pytest.raises(RolloutError, match="exactly one application"):
         _cluster(tmp_path, two_apps).deploy_config("7", {})
+
+
+# Fake secrets: plain words that no rule of the secret scan (make scan-secrets) reports.
+WEBHOOK_TOKEN = "rollout-webhook-token-7f3a9c"
+DB_PASSWORD = "rollout-db-password-51be"
+TRACKING_PASSWORD = "rollout-mlflow-password-c20d"
+
+
+def _secret_cluster(tmp_path: Path, dashboard: str, token: str = WEBHOOK_TOKEN) -> ServeCluster:
+    return ServeCluster(
+        dashboard,
+        "http://127.0.0.1:8100",
+        f"https://mlflow:{TRACKING_PASSWORD}@mlflow.example:5000",
+        environment={
+            "BANK_MARKETING_WEBHOOK_TOKEN": token,
+            "BANK_MARKETING_DB_URL": f"postgresql://monitor:{DB_PASSWORD}@db.example/monitoring",
+            "BANK_MARKETING_SERVED_QUEUE": "500",
+        },
+        secrets_dir=tmp_path / "secrets",
+    )
+
+
+def test_secrets_reach_a_local_cluster_as_private_files_never_in_the_config(tmp_path):
+    cluster = _secret_cluster(tmp_path, "http://127.0.0.1:1")
+    config = cluster.deploy_config("7", {})
+
+    shown = json.dumps(config)
+    for secret in (WEBHOOK_TOKEN, DB_PASSWORD, TRACKING_PASSWORD):
+        assert secret not in shown
+    (ours,) = config["applications"]
+    assert "tracking_uri" not in ours["args"]
+    env_vars = ours["runtime_env"]["env_vars"]
+    assert env_vars["BANK_MARKETING_SERVED_QUEUE"] == "500"
+    assert not {
+        "BANK_MARKETING_WEBHOOK_TOKEN",
+        "BANK_MARKETING_DB_URL",
+        "MLFLOW_TRACKING_URI",
+    } & set(env_vars)
+    folder = tmp_path / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("BANK_MARKETING_WEBHOOK_TOKEN", "BANK_MARKETING_DB_URL", "MLFLOW_TRACKING_URI"):
+        path = Path(env_vars[f"{name}_FILE"])
+        assert path.parent == folder
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # What a replica reads: the settings resolve each secret from its file.
+    replica = Settings.from_env({"BANK_MARKETING_HOME": str(tmp_path / "replica"), **env_vars})
+    assert replica.webhook_token == WEBHOOK_TOKEN
+    assert replica.db_url == f"postgresql://monitor:{DB_PASSWORD}@db.example/monitoring"
+    assert replica.mlflow_tracking_uri == cluster.tracking_uri
+
+    # The same secrets again: the same files, so the config is unchanged and Serve reconfigures
+    # the replicas rather than replacing them.
+    assert cluster.deploy_config("7", {}) == config
+    # A rotated token: a new file, so the next rollover restarts the replicas on it.
+    rotated = _secret_cluster(tmp_path, "http://127.0.0.1:1", token="rotated-token-0b9e")
+    rotated_env = rotated.deploy_config("7", {})["applications"][0]["runtime_env"]["env_vars"]
+    new_file = rotated_env["BANK_MARKETING_WEBHOOK_TOKEN_FILE"]
+    assert new_file != env_vars["BANK_MARKETING_WEBHOOK_TOKEN_FILE"]
+    assert Path(new_file).read_text() == "rotated-token-0b9e"
+
+
+def test_a_remote_cluster_gets_no_secret_at_all(tmp_path):
+    config = _secret_cluster(tmp_path, "http://192.0.2.1:8265").deploy_config("7", {})
+
+    shown = json.dumps(config)
+    for secret in (WEBHOOK_TOKEN, DB_PASSWORD, TRACKING_PASSWORD):
+        assert secret not in shown
+    assert "_FILE" not in shown
+    env_vars = config["applications"][0]["runtime_env"]["env_vars"]
+    assert env_vars["BANK_MARKETING_SERVED_QUEUE"] == "500"
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_a_serve_config_file_holding_a_secret_is_refused(tmp_path):
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["applications"][0]["runtime_env"]["env_vars"]["BANK_MARKETING_WEBHOOK_TOKEN"] = "x"
+    with pytest.raises(RolloutError, match=r"runtime_env\.env_vars\.BANK_MARKETING_WEBHOOK_TOKEN"):
+        _cluster(tmp_path, config).deploy_config("7", {})
 
 
 def test_no_cluster_and_no_local_start_is_a_clear_error(tmp_path, bank_full_path):
@@ -164,6 +244,68 @@ def test_production_deployment_rolls_the_service_over_without_failed_requests(
             assert len(records) == 3
     finally:
         serve.delete(APP)
+
+
+@pytest.mark.integration
+def test_the_deployed_config_holds_no_secret_and_the_token_still_authenticates(
+    tmp_path: Path,
+    registry: dict[str, Any],
+    ray_cluster: RayCluster,
+    postgres_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray import serve
+
+    app = "bank-marketing-secrets"
+    serve_url = f"{ray_cluster.http_url}/secrets"
+    # The machine's PostgreSQL trusts local connections, so the password is sent but not needed.
+    db_url = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/{postgres_database}"
+    monkeypatch.setenv("BANK_MARKETING_HOME", str(tmp_path / "home"))
+    serving = ServingCluster(
+        dashboard_url=ray_cluster.dashboard_url,
+        serve_url=serve_url,
+        tracking_uri=registry["uri"],
+        start_local=False,
+        app_name=app,
+        monitoring_db_url=db_url,
+        webhook_token=WEBHOOK_TOKEN,
+    )
+    first = registry["versions"][0]
+    try:
+        assert serving.roll_over(first).version == first
+
+        # What anyone who reaches the dashboard sees: Serve's REST API, as `serve status` reads it.
+        cluster = serving.cluster()
+        response = httpx.get(
+            f"{ray_cluster.dashboard_url}/api/serve/applications/",
+            headers=cluster.headers,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        assert WEBHOOK_TOKEN not in response.text
+        assert DB_PASSWORD not in response.text
+        deployed = response.json()["applications"][app]["deployed_app_config"]
+        env_vars = deployed["runtime_env"]["env_vars"]
+        token_file = Path(env_vars["BANK_MARKETING_WEBHOOK_TOKEN_FILE"])
+        assert token_file.is_relative_to(tmp_path / "home" / "secrets")
+        assert "BANK_MARKETING_DB_URL_FILE" in env_vars
+
+        # The replicas read both from their files: the token authenticates, the database answers.
+        bearer = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+        webhook = f"{serve_url}/webhooks/grafana"
+        assert httpx.post(webhook, json=NOTIFICATION, timeout=30).status_code == 401
+        wrong = {"Authorization": "Bearer rollout-webhook-token-7f3a9d"}
+        assert httpx.post(webhook, json=NOTIFICATION, headers=wrong, timeout=30).status_code == 401
+        stored = httpx.post(webhook, json=NOTIFICATION, headers=bearer, timeout=30)
+        assert stored.status_code == 202, stored.text
+        assert stored.json()["received"] == len(NOTIFICATION["alerts"])
+        outcome = {"request_id": "never-answered", "subscribed": True}
+        feedback = f"{serve_url}/feedback"
+        assert httpx.post(feedback, json=outcome, timeout=30).status_code == 401
+        unknown = httpx.post(feedback, json=outcome, headers=bearer, timeout=30)
+        assert unknown.status_code == 404, unknown.text
+    finally:
+        serve.delete(app)
 
 
 def _stream_during(action: Any, url: str) -> dict[str, Any]:

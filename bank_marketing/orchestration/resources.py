@@ -254,12 +254,13 @@ class ServingCluster(dg.ConfigurableResource):
     monitoring_db_url: str | None = Field(
         default=None,
         description="Monitoring database the service's Grafana webhook stores alerts in "
-        "(BANK_MARKETING_DB_URL); passed to the replicas.",
+        "(BANK_MARKETING_DB_URL); passed to the replicas (as a file when it holds a password).",
     )
     webhook_token: str | None = Field(
         default=None,
         description="Bearer token Grafana must send to the webhook "
-        "(BANK_MARKETING_WEBHOOK_TOKEN); passed to the replicas, unset: the webhook refuses all.",
+        "(BANK_MARKETING_WEBHOOK_TOKEN); passed to the replicas as a file, never in the Serve "
+        "config; unset: the webhook refuses all.",
     )
     rollout_timeout_seconds: float = Field(
         default=240.0, gt=0, description="How long a switch may take before it counts as failed."

@@ -100,7 +100,8 @@ class PredictionService:
     def __serve_build_asgi_app__(self) -> FastAPI:
         inputs = self.state.model.inputs if self.state.model else None
         # Grafana's alerts land here too: BANK_MARKETING_WEBHOOK_TOKEN and the monitoring DB
-        # (BANK_MARKETING_DB_URL) come from the replica's environment.
+        # (BANK_MARKETING_DB_URL) come from the replica's environment, or from the files their
+        # *_FILE variables name (how a rollout hands secrets over: serving/rollout.py).
         options: dict[str, Any] = {
             "scorer": self.score,
             "webhook": webhook_router_from_env(),

@@ -8,27 +8,66 @@ are sent back unchanged, because Serve deletes any config-deployed application a
 
     cluster = ServeCluster("http://127.0.0.1:8265", "http://127.0.0.1:8000", tracking_uri)
     rollout = cluster.roll_over("7")   # returns once the service answers with version 7
+
+Secrets never enter the Serve config, since the Ray dashboard shows it to anyone who reaches it
+(``GET /api/serve/applications/``). A secret is the webhook token, or any variable named like a
+token, password or key, or a URL with a password in it (a database URL, a tracking URI). On a
+Ray cluster on this machine the replicas get it as a file: the rollout writes it, readable by its
+owner only, under ``$BANK_MARKETING_HOME/secrets`` and passes ``NAME_FILE`` (the path), which
+:mod:`bank_marketing.settings` reads. A cluster elsewhere cannot read this machine's files, so
+there the secret is left out and the replicas inherit it from the environment the Ray head was
+started with, as the stack's serving container does.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
+import secrets
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import yaml
+
+from bank_marketing.settings import (
+    ENV_TRACKING_URI,
+    ENV_WEBHOOK_TOKEN,
+    FILE_SUFFIX,
+    SECRET_FILE_VARIABLES,
+    home_from_env,
+)
 
 SERVE_CONFIG = Path(__file__).with_name("serve_config.yaml")
 APP_NAME = "bank-marketing"
 DEPLOYMENT_NAME = "PredictionService"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?|_KEY)$", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
+
+
+def is_secret(name: str, value: str) -> bool:
+    """Whether the variable ``name`` holding ``value`` must stay out of the Serve config."""
+    return name == ENV_WEBHOOK_TOKEN or bool(SECRET_NAME.search(name)) or has_password(value)
+
+
+def has_password(value: str) -> bool:
+    """Whether ``value`` is a URL carrying a password, in its user part or its query."""
+    try:
+        parts = urlsplit(value)
+        if parts.password is not None:
+            return True
+    except ValueError:
+        return False
+    return any(key.lower() == "password" for key in parse_qs(parts.query))
 
 
 class RolloutError(RuntimeError):
@@ -63,6 +102,7 @@ class ServeCluster:
         config_path: Path = SERVE_CONFIG,
         headers: dict[str, str] | None = None,
         environment: dict[str, str] | None = None,
+        secrets_dir: Path | None = None,
     ) -> None:
         self.dashboard_url = dashboard_url.rstrip("/")
         self.serve_url = serve_url.rstrip("/")
@@ -71,6 +111,8 @@ class ServeCluster:
         self.config_path = config_path
         # Variables the replicas need besides the registry (the webhook's DB and token).
         self.environment = dict(environment or {})
+        # Where secrets for a cluster on this machine are written (module docstring).
+        self.secrets_dir = secrets_dir or home_from_env(os.environ) / "secrets"
         self.headers = headers if headers is not None else self._local_token_header()
 
     # -- the cluster ------------------------------------------------------------------------
@@ -120,7 +162,11 @@ class ServeCluster:
 
     def app_config(self, version: str, shadow_version: str | None = None) -> dict[str, Any]:
         """Our application's entry of the Serve config, serving ``version`` (and scoring
-        ``shadow_version`` beside it, in shadow)."""
+        ``shadow_version`` beside it, in shadow).
+
+        Secrets are replaced by files, or left out (module docstring); for a cluster on this
+        machine this writes their files.
+        """
         config = self._file_config()
         apps = config.get("applications") or []
         if len(apps) != 1:
@@ -128,11 +174,37 @@ class ServeCluster:
         app = copy.deepcopy(apps[0])
         app["name"] = self.app_name
         app["route_prefix"] = urlsplit(self.serve_url).path or "/"
-        app.setdefault("args", {})["tracking_uri"] = self.tracking_uri
-        # MLflow resolves models:/ URIs against the process's registry, so the replicas get it too.
+        args = app.setdefault("args", {})
         env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
-        env_vars["MLFLOW_TRACKING_URI"] = self.tracking_uri
-        env_vars.update(self.environment)
+        shown = [
+            f"{where}.{name}"
+            for where, values in (("args", args), ("runtime_env.env_vars", env_vars))
+            for name, value in values.items()
+            if is_secret(name, str(value))
+        ]
+        if shown:
+            raise RolloutError(
+                f"{self.config_path} holds a secret in {', '.join(shown)}, which the Ray "
+                f"dashboard would show: set it in the environment instead"
+            )
+        if self.tracking_uri and not has_password(self.tracking_uri):
+            args["tracking_uri"] = self.tracking_uri
+        # MLflow resolves models:/ URIs against the process's registry, so the replicas get it too.
+        variables = {ENV_TRACKING_URI: self.tracking_uri, **self.environment}
+        for name, value in variables.items():
+            if not value:
+                continue
+            if not is_secret(name, value):
+                env_vars[name] = value
+            elif self.is_local():
+                env_vars[name + FILE_SUFFIX] = str(self._secret_file(name, value))
+            else:
+                log.info(
+                    "%s is left out of the Serve config: the replicas on %s inherit it from the "
+                    "Ray head's environment",
+                    name,
+                    self.dashboard_url,
+                )
         deployments = app.setdefault("deployments", [{"name": DEPLOYMENT_NAME}])
         ours = [d for d in deployments if d.get("name") == DEPLOYMENT_NAME]
         if not ours:
@@ -258,6 +330,36 @@ class ServeCluster:
         except OSError:
             return {}
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _secret_file(self, name: str, value: str) -> Path:
+        """A file under ``secrets_dir`` that only its owner can read, holding ``value``.
+
+        A file already holding the value is reused, so the config, and with it the replicas,
+        change only when the secret does; a new value gets a new file, so a rollover after a
+        rotation restarts the replicas on it, while replicas of the previous config can still
+        start from theirs.
+        """
+        if name not in SECRET_FILE_VARIABLES:
+            raise RolloutError(
+                f"{name} holds a secret that the replicas cannot read from a file (only "
+                f"{', '.join(SECRET_FILE_VARIABLES)} can): set it in the Ray head's environment"
+            )
+        folder = self.secrets_dir
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.chmod(0o700)
+            for path in sorted(folder.glob(f"{name}.*")):
+                if secrets.compare_digest(path.read_bytes(), value.encode()):
+                    return path
+            path = folder / f"{name}.{secrets.token_hex(4)}"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(value)
+        except OSError as error:
+            raise RolloutError(
+                f"cannot write {name} for the replicas under {folder}: {error.strerror or error}"
+            ) from error
+        return path
 
     def _app_state(self, version: str) -> tuple[str, int, bool]:
         """The app's status, its running replicas, and whether it runs ``version``'s config."""
