@@ -25,7 +25,7 @@ PYTEST := $(UV) run --locked pytest -n $(PYTEST_WORKERS) --dist loadgroup
 COMPOSE := docker compose -f docker/compose.yaml --env-file docker/.env
 
 .PHONY: help install run live stop test test-unit test-integration dev serve try lint format bench \
-	clean up down
+	clean up down scan-secrets audit
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ lint: install ## Check lint, formatting (ruff) and the layers' import contracts 
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked lint-imports
+
+scan-secrets: install ## Scan every commit of the git history for secrets (kingfisher; reviewed allowlist in security/)
+	$(UV) run --locked python security/scan_secrets.py
+
+audit: install ## Audit uv.lock's packages for known vulnerabilities (pip-audit on PyPI's data; passes, saying so, when PyPI is out of reach)
+	UV="$(UV)" $(UV) run --locked python security/audit_dependencies.py
 
 format: install ## Fix lint and formatting (ruff)
 	$(UV) run --locked ruff check --fix .
