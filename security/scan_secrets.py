@@ -100,7 +100,7 @@ def scan_history(repo: Path) -> tuple[int, dict[str, Any]]:
         commits = int(git("-C", str(mirror), "rev-list", "--all", "--count").strip() or 0)
         command = [
             kingfisher_binary(), "scan", str(mirror), "--git-history", "full",
-            "--confidence", "low", "--no-validate", "--no-update-check",
+            "--confidence", "low", "--no-validate", "--no-update-check", "--no-dedup",
             "--format", "json", "--output", str(report),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
