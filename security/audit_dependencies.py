@@ -129,7 +129,8 @@ def judge(report: dict[str, Any], ignored: dict[str, str], what: str) -> int:
         first = skipped[0]
         return unreachable(
             what,
-            f"no release's vulnerability data could be read; the first: {first['skip_reason']}",
+            f"the release data of none of the {len(dependencies)} packages could be read; the "
+            f"first: {first['skip_reason']}",
         )
     found = findings(report)
     failing = [f for f in found if f[2]["id"] not in ignored]
