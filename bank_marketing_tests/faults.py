@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+
+from bank_marketing.monitoring import store
 
 REPORT_VARIABLE = "BANK_MARKETING_FAULT_REPORT"
 TABLE_START = "<!-- fault matrix: written by python -m bank_marketing_tests.faults -->"
@@ -101,6 +104,18 @@ class Probe:
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def stored_predictions(db_url: str) -> int:
+    """Rows in the monitoring database's predictions table."""
+    engine = store.connect(db_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.select(sa.func.count()).select_from(store.predictions)
+            ).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def record(row: FaultRow, test: str | None = None) -> None:

@@ -19,10 +19,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from bank_marketing.monitoring import store
 from bank_marketing.orchestration.assets.contacts import contacts, raw_contacts
 from bank_marketing.orchestration.assets.monitoring import drift_report, predictions
 from bank_marketing.orchestration.definitions import build_definitions
@@ -33,7 +31,7 @@ from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
 from bank_marketing_tests.conftest import ingested_copy, make_settings, skip_or_fail
-from bank_marketing_tests.faults import FaultRow, record
+from bank_marketing_tests.faults import FaultRow, record, stored_predictions
 from bank_marketing_tests.registries import first_contacts, log_round
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -94,17 +92,6 @@ def cause(error: str) -> str:
     """The error's type and the words that say the disk is full."""
     said = next((words for words in DISK_FULL if words in error), "?")
     return f"{error.split(':', 1)[0]} ... {said!r}"
-
-
-def stored_predictions(db_url: str) -> int:
-    engine = store.connect(db_url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(
-                sa.select(sa.func.count()).select_from(store.predictions)
-            ).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def test_a_full_disk_fails_monitoring_and_training_clearly_and_both_work_once_space_is_back(
