@@ -309,10 +309,21 @@ def test_every_service_is_health_checked_and_started_after_what_it_needs() -> No
 
 
 def test_every_published_port_is_on_127_0_0_1_and_configurable() -> None:
-    """Host ports on the loopback interface only, each from its own variable."""
+    """Host ports on the loopback interface unless PUBLISH_ADDRESS says otherwise, each port from
+    its own variable; docker/.env.example keeps the loopback default."""
     for name, service in raw_compose()["services"].items():
         for port in service.get("ports") or []:
-            assert re.fullmatch(r"127\.0\.0\.1:\$\{[A-Z_]+_PORT:-\d+\}:\d+", port), (name, port)
+            assert re.fullmatch(
+                r"\$\{PUBLISH_ADDRESS:-127\.0\.0\.1\}:\$\{[A-Z_]+_PORT:-\d+\}:\d+", port
+            ), (name, port)
+    assert read_env_file(ENV_EXAMPLE)["PUBLISH_ADDRESS"] == "127.0.0.1"
+
+
+def test_grafana_allows_no_anonymous_access() -> None:
+    grafana = raw_compose()["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
 
 
 def test_every_variable_compose_reads_is_documented_in_env_example() -> None:
