@@ -1,6 +1,7 @@
-"""The promotion's registry writes when the registry's database goes away for a moment or for
+"""The promotion's registry calls when the registry's database goes away for a moment or for
 good: tried again while MLflow says it is temporarily unavailable, and never a challenger whose
-tags claim a promotion the alias does not show."""
+tags claim a promotion the alias does not show, nor a champion judged unscorable for a moment's
+outage."""
 
 from __future__ import annotations
 
@@ -34,18 +35,20 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path)
     return uri
 
 
+ALIAS_WRITE = r"\s*(INSERT INTO|UPDATE) registered_model_aliases\b"
+VERSION_READ = r"\s*SELECT\b.*\bFROM model_versions\b"
+
+
 @contextmanager
-def failing_alias_writes(times: int | None) -> Iterator[list[str]]:
-    """The next ``times`` writes of an alias (None: all of them) fail as a database going away
-    would; yields the statements that failed."""
+def failing(statement: str, times: int | None) -> Iterator[list[str]]:
+    """The next ``times`` statements matching ``statement`` (None: all of them) fail as they do
+    when the database goes away; yields those that failed."""
     failed: list[str] = []
 
-    def fail(conn, cursor, statement, parameters, context, executemany) -> None:
-        if re.match(r"\s*(INSERT INTO|UPDATE) registered_model_aliases\b", statement) and (
-            times is None or len(failed) < times
-        ):
-            failed.append(statement)
-            raise sa.exc.OperationalError(statement, parameters, Exception("server closed"))
+    def fail(conn, cursor, sql, parameters, context, executemany) -> None:
+        if re.match(statement, sql, re.DOTALL) and (times is None or len(failed) < times):
+            failed.append(sql)
+            raise sa.exc.OperationalError(sql, parameters, Exception("server closed"))
 
     sa.event.listen(sa.Engine, "before_cursor_execute", fail)
     try:
@@ -76,7 +79,7 @@ def _reset(client: MlflowClient) -> None:
 def test_a_moment_without_the_database_is_waited_out(two_versions: str) -> None:
     client = MlflowClient(two_versions)
     _reset(client)
-    with failing_alias_writes(times=2) as failed:
+    with failing(ALIAS_WRITE, times=2) as failed:
         registry.apply(client, _promotion(client))
     assert len(failed) == 2
     assert registry.require_champion(client) == "2"
@@ -89,7 +92,7 @@ def test_a_database_that_stays_away_fails_the_promotion_without_claiming_it(
     client = MlflowClient(two_versions)
     _reset(client)
     monkeypatch.setattr(retries, "RETRY_SECONDS", 1.0)
-    with failing_alias_writes(times=None) as failed, pytest.raises(MlflowException) as raised:
+    with failing(ALIAS_WRITE, times=None) as failed, pytest.raises(MlflowException) as raised:
         registry.apply(client, _promotion(client))
     assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
     assert len(failed) >= 2
@@ -97,3 +100,14 @@ def test_a_database_that_stays_away_fails_the_promotion_without_claiming_it(
     tags = client.get_model_version(MODEL_NAME, "2").tags
     assert tags["promotion_reason"].startswith("challenger v2 ROC AUC 0.7500 beats champion v1")
     assert "promotion_promoted" not in tags
+
+
+def test_a_version_is_scored_once_the_database_answers_again(
+    two_versions: str, bank_full_path: Path, tmp_path: Path
+) -> None:
+    validation = first_contacts(bank_full_path, tmp_path, 3000).iloc[2000:]
+    with failing(VERSION_READ, times=1) as failed:
+        evaluation = registry.evaluate_version(MlflowClient(two_versions), "1", validation)
+    assert len(failed) == 1
+    assert evaluation.problem is None and evaluation.roc_auc is not None
+    assert 0.5 < evaluation.roc_auc <= 1

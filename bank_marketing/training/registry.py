@@ -189,7 +189,7 @@ def run_tags(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
     if not version.run_id:
         return {}
     try:
-        return dict(client.get_run(version.run_id).data.tags)
+        return dict(idempotent(partial(client.get_run, version.run_id)).data.tags)
     except MlflowException:
         return {}
 
@@ -246,7 +246,8 @@ def evaluate_version(
     ``compared`` (a subset of ``frame``'s index) is also scored, for the promotion rule.
     """
     try:
-        model = load_registered(client, version).pipeline
+        # A registry whose store is restarting is waited for: the version is not what failed.
+        model = idempotent(partial(load_registered, client, version)).pipeline
         probability = np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
     except (MlflowException, OSError, ValueError, KeyError, AttributeError) as error:
         return Evaluation(version, None, f"cannot load or run the model: {error}")

@@ -2,8 +2,8 @@
 
 A restart of MLflow's backend database makes every call answer TEMPORARILY_UNAVAILABLE until the
 server is back, usually within seconds. A write that sets a tag, an alias or a run's status to a
-value can safely be sent again, so the training round tries such writes again for a while instead
-of failing, or of leaving the registry half-written, on a short outage.
+value can safely be sent again, as can a read, so the training round tries such calls again for a
+while instead of failing, or of leaving the registry half-written, on a short outage.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def unavailable(error: BaseException) -> bool:
     )
 
 
-def idempotent(write: Callable[[], T]) -> T:
-    """Run ``write``, again while the store is temporarily unavailable, for ``RETRY_SECONDS``."""
+def idempotent(call: Callable[[], T]) -> T:
+    """Run ``call`` (a read, or a write that sets a value), again while the store is temporarily
+    unavailable, for ``RETRY_SECONDS``; then its error reaches the caller."""
     for attempt in tenacity.Retrying(
         retry=tenacity.retry_if_exception(unavailable),
         wait=tenacity.wait_exponential(multiplier=0.25, max=4.0),
@@ -36,5 +37,5 @@ def idempotent(write: Callable[[], T]) -> T:
         reraise=True,
     ):
         with attempt:
-            return write()
+            return call()
     raise AssertionError("unreachable: tenacity returns or raises")

@@ -4,6 +4,7 @@ in parallel and tracked in MLflow, the champion chosen by the registry rule, and
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -33,6 +34,7 @@ from bank_marketing.training.config import (
     WindowSplit,
     XGBoostParams,
 )
+from bank_marketing.training.retries import idempotent
 from bank_marketing.training.tracking import (
     MODEL_NAME,
     CandidateRecord,
@@ -327,7 +329,7 @@ def champion_model(
         ) from error
     chosen = selection.candidate
     context.log.info("Challenger: %s", selection.reason)
-    current = registry.champion_version(client)
+    current = idempotent(partial(registry.champion_version, client))
     current_tags = registry.run_tags(client, current) if current is not None else {}
     compared, compared_on = registry.comparison_rows(
         validation,
