@@ -9,6 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,15 +158,25 @@ def postgres_available() -> None:
 @pytest.fixture
 def postgres_database(postgres_available: None) -> Iterator[str]:
     """A fresh, empty database on the machine's PostgreSQL, dropped afterwards; yields its name."""
-    name = f"bank_marketing_test_{uuid.uuid4().hex[:10]}"
+    with throwaway_database() as name:
+        yield name
+
+
+@contextmanager
+def throwaway_database(prefix: str = "bank_marketing_test") -> Iterator[str]:
+    """A fresh, empty database on the machine's PostgreSQL (use after ``postgres_available``),
+    dropped afterwards, however its users left it; yields its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(**POSTGRES)
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
-        yield name
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield name
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
 

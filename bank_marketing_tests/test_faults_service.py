@@ -11,14 +11,12 @@ import random
 import signal
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
 import httpx
-import psycopg2
 import pytest
 import sqlalchemy as sa
 
@@ -26,7 +24,7 @@ from bank_marketing.monitoring import store
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.sensors import BATCH, RetrainPolicy, retrain_on_grafana_alert
 from bank_marketing.serving.webhook import PATH as WEBHOOK_PATH
-from bank_marketing_tests.conftest import POSTGRES, RayCluster, wait_until_healthy
+from bank_marketing_tests.conftest import RayCluster, throwaway_database, wait_until_healthy
 from bank_marketing_tests.faults import FaultRow, Probe, percentile, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -42,19 +40,10 @@ RECORD: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def monitoring_url(postgres_available: None) -> Iterator[str]:
     """A throwaway monitoring database on the machine's PostgreSQL, for this module."""
-    name = f"bank_marketing_faults_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(**POSTGRES)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+    with throwaway_database("bank_marketing_faults") as name:
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
         store.connect(url).dispose()  # the tables, before any replica writes
         yield url
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")
