@@ -33,6 +33,9 @@ from bank_marketing.serving.contract import SERVING_BOUNDS, bounds
 from bank_marketing.serving.http import MAX_JSON_DEPTH
 from bank_marketing_tests.conftest import POSTGRES, RayCluster, free_port, wait_until_healthy
 
+# The service writes to PostgreSQL: every test here uses the real services.
+pytestmark = pytest.mark.integration
+
 SEED = 19
 BUDGET_S = float(os.environ.get("BANK_MARKETING_FUZZ_SECONDS", "45"))
 TOKEN = "fuzz-test-token"
@@ -179,7 +182,6 @@ def test_a_malformed_request_line_is_refused_by_uvicorn_and_the_service_goes_on(
 RAY_BUDGET_S = float(os.environ.get("BANK_MARKETING_FUZZ_RAY_SECONDS", "20"))
 
 
-@pytest.mark.integration
 def test_through_ray_serves_proxy_the_same_rules_hold(
     registry: str, monitoring_database: str, ray_cluster: RayCluster
 ) -> None:

@@ -1187,15 +1187,16 @@ def section(tally: Tally, seed: int, command: str, setup: str) -> str:
 
 Every endpoint of the prediction service fuzzed over raw TCP beyond its OpenAPI schema, by
 `bank_marketing/benchmarks/fuzz.py` (what it sends and the rules it checks are in its docstring;
-CI runs the same fuzzer for about a minute in `bank_marketing_tests/test_http_fuzz.py`). Figures
-of one run:
+CI runs the same fuzzer for 45 s in `bank_marketing_tests/test_http_fuzz.py`). Figures of one
+run:
 
 ```
 {command}
 ```
 
 - {datetime.now(UTC):%Y-%m-%d}, seed {seed}: **{tally.requests:,} requests** in
-  {tally.seconds:,.0f} s ({rate:,.0f} per second), {setup}.
+  {tally.seconds:,.0f} s ({rate:,.0f} per second).
+- Served by {setup}.
 - **5xx: {tally.server_errors}.** Rules broken (a refusal that names nothing, a wrong status,
   no answer to a well-formed request): **{len(tally.problems)}**.
 - {server:,} malformed requests were refused by uvicorn itself (400, plain text "Invalid HTTP
@@ -1206,9 +1207,22 @@ of one run:
 
 {tables(tally)}
 
+What it found: against the service as it was at commit be3925b, 3,000 requests of seed 19 met
+183 5xx and 1,035 broken rules. NaN, Infinity or 1e400 echoed in a 422 could not be written out
+(500); nesting past Python's recursion limit, integers of over 4,300 digits, lone surrogates and
+NUL characters were 500s; NaN in an alert's values reached PostgreSQL and came back as a 503
+blaming the database; 404 and 405 said only "Not Found" and "Method Not Allowed"; duplicate
+keys were taken silently (the last one won); and records far outside the data were scored, some
+at probability 1.0. Bodies are now strict JSON, refused with 400 naming the problem and where.
+
 Values far outside the data are refused, not extrapolated: each numeric field has bounds (in
 the OpenAPI schema, and in the README's Serving section) about twice the extremes of the 45,211
 real contacts, and a value beyond them gets 422 naming the field, the value and the bound.
+
+Behind Ray Serve's HTTP proxy (`test_http_fuzz`, marked integration, 20 s) the same rules hold
+but one: the proxy decodes `x-request-id` as UTF-8 before the app runs and answers 500 in plain
+text when it is not (8 of about 2,100 requests of seed 19). Malformed HTTP is refused by the
+proxy's own server, as by uvicorn.
 """
 
 
@@ -1245,7 +1259,7 @@ def served_locally(admin_url: str, token: str) -> Iterator[tuple[Target, str]]:
         frame = load_contacts(os.environ["BANK_MARKETING_SOURCE"], files).frame
         frame = frame.assign(contact_month=recover_months(frame["month"]))
         print("training and registering the champion")
-        uri, version, window = register_champion(files, frame)
+        uri, _, window = register_champion(files, frame)
         name = f"bank_marketing_fuzz_{os.getpid()}"
         with throwaway_databases(admin_url, [name]) as urls:
             with socket.socket() as probe:
@@ -1253,10 +1267,9 @@ def served_locally(admin_url: str, token: str) -> Iterator[tuple[Target, str]]:
                 port = probe.getsockname()[1]
             with local_service(uri, urls[name], token, port):
                 setup = (
-                    f"uvicorn {_version('uvicorn')} (one worker) serving an XGBoost champion "
-                    f"(version {version}, trained on {window}) with every answer kept, "
-                    f"/feedback and the webhook on PostgreSQL; {os.cpu_count()} cores, "
-                    f"Python {platform.python_version()}"
+                    f"uvicorn {_version('uvicorn')} (one worker): an XGBoost champion trained on "
+                    f"{window}, every answer kept, /feedback and the webhook on PostgreSQL; "
+                    f"{os.cpu_count()} cores, Python {platform.python_version()}"
                 )
                 yield Target("127.0.0.1", port, token), setup
 
