@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 
 from bank_marketing.benchmarks.fuzz import (
@@ -31,7 +29,12 @@ from bank_marketing.benchmarks.fuzz import (
 )
 from bank_marketing.serving.contract import SERVING_BOUNDS, bounds
 from bank_marketing.serving.http import MAX_JSON_DEPTH
-from bank_marketing_tests.conftest import POSTGRES, RayCluster, free_port, wait_until_healthy
+from bank_marketing_tests.conftest import (
+    RayCluster,
+    free_port,
+    throwaway_database,
+    wait_until_healthy,
+)
 
 # The service writes to PostgreSQL: every test here uses the real services.
 pytestmark = pytest.mark.integration
@@ -48,17 +51,8 @@ RECORD: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def monitoring_database(postgres_available: None) -> Iterator[str]:
     """A throwaway database on the machine's PostgreSQL for this module; its URL."""
-    name = f"bank_marketing_fuzz_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(**POSTGRES)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+    with throwaway_database("bank_marketing_fuzz") as name:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")
