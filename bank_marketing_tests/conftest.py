@@ -29,6 +29,9 @@ from bank_marketing.training.candidates import fit_candidate
 from bank_marketing.training.features import DEFAULT_INPUTS
 from bank_marketing_tests.registries import first_contacts, log_round
 
+# The fixtures loop and daemon: a home the replay filled, and dagster-daemon run on it.
+pytest_plugins = ["bank_marketing_tests.daemon_loop"]
+
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 

@@ -11,217 +11,29 @@ leaves the month's data, and a file outside the partitions is skipped with its r
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import dagster as dg
 import httpx
 import pytest
-from dagster._core.definitions.selector import InstigatorSelector
-from dagster._core.scheduler.instigation import TickStatus
 from mlflow import MlflowClient
 
-from bank_marketing.data.landing import cut_months
-from bank_marketing.orchestration.definitions import build_definitions
-from bank_marketing.orchestration.replay import replay
-from bank_marketing.settings import Settings
 from bank_marketing.training.registry import CHAMPION_ALIAS
 from bank_marketing.training.tracking import MODEL_NAME
-from bank_marketing_tests.conftest import REPO, RayCluster, stack_dagster_home
+from bank_marketing_tests.daemon_loop import (
+    LANDED,
+    REPLAYED,
+    TRIGGER,
+    Loop,
+    every_sensor_ticked,
+    land,
+    settled,
+    skip_reasons,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-FIRST_AS_OF = "2008-12-01"
-REPLAYED = "2009-01-01"
-LANDED = ["2009-02", "2009-03"]
-INTERVAL_S = 2
-ACTIVE = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-)
-TRIGGER = "bank_marketing/trigger"
-
-
-@dataclass
-class Loop:
-    storage: str  # "sqlite" or "postgresql": where the Dagster instance keeps its state
-    settings: Settings
-    environment: dict[str, str]
-    instance: dg.DagsterInstance
-    log: Path
-
-    def runs(self, job: str | None = None) -> list[dg.DagsterRun]:
-        """The instance's runs, oldest first."""
-        runs = self.instance.get_runs(dg.RunsFilter(job_name=job) if job else None)
-        return list(reversed(runs))
-
-    def idle(self) -> bool:
-        return not self.instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE)))
-
-
-@pytest.fixture
-def loop(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    bank_full_path: Path,
-    ray_cluster: RayCluster,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Loop]:
-    """A home the replay filled up to 2009-01, its daemon not yet started; the Dagster instance
-    on SQLite (the embedded default) or, with the stack's dagster.yaml, on a fresh database of the
-    machine's PostgreSQL."""
-    home = tmp_path / "home"
-    storage = getattr(request, "param", "sqlite")
-    if storage == "postgresql":
-        database = request.getfixturevalue("postgres_database")
-        dagster_home, postgres = stack_dagster_home(tmp_path, database)
-    else:
-        dagster_home, postgres = home / "dagster", {}
-    environment = {
-        **postgres,
-        "BANK_MARKETING_HOME": str(home),
-        "BANK_MARKETING_SOURCE": str(bank_full_path),
-        "DAGSTER_HOME": str(dagster_home),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "RAY_DASHBOARD_ADDRESS": ray_cluster.dashboard_url,
-        "BANK_MARKETING_SERVE_URL": f"{ray_cluster.http_url}/daemon-test",
-        "BANK_MARKETING_SENSOR_INTERVAL_SECONDS": str(INTERVAL_S),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    settings = Settings.from_env()
-    settings.prepare()
-    defs = build_definitions(settings)
-    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        replayed = replay(
-            defs,
-            instance,
-            first_as_of=FIRST_AS_OF,
-            last_month=REPLAYED,
-            serve=True,
-        )
-        assert replayed.deployments == [replayed.first_champion]
-        yield Loop(storage, settings, environment, instance, tmp_path / "daemon.log")
-
-
-@pytest.fixture
-def daemon(loop: Loop) -> Iterator[Callable[[], None]]:
-    """Starts ``dagster-daemon run`` on the loop's instance; each call restarts it. Ended by its
-    process group at the end of the test."""
-    processes: list[subprocess.Popen] = []
-
-    def stop() -> None:
-        while processes:
-            process = processes.pop()
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-
-    def start() -> None:
-        stop()
-        with loop.log.open("a") as log:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        str(Path(sys.executable).with_name("dagster-daemon")),
-                        "run",
-                        "-w",
-                        str(REPO / "workspace.yaml"),
-                    ],
-                    cwd=loop.settings.dagster_home,
-                    env={**os.environ, **loop.environment},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-
-    yield start
-    stop()
-
-
-def wait_for(what: str, done: Callable[[], bool], loop: Loop, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(2)
-    tail = loop.log.read_text()[-4000:] if loop.log.exists() else ""
-    states = [(r.job_name, r.tags.get("dagster/partition"), r.status.value) for r in loop.runs()]
-    raise AssertionError(f"{what} not within {timeout_s} s; runs {states}; daemon log:\n{tail}")
-
-
-# Long enough for every sensor and the automation to have ticked a few times on a busy machine.
-QUIET_S = 12
-
-
-def settled(loop: Loop, quiet_s: float = QUIET_S) -> Callable[[], bool]:
-    """True once no run has been active or created for ``quiet_s`` and every sensor has ticked
-    twice since then: under load a sensor's tick can come later than ``quiet_s`` after the run
-    it would react to (deploy_new_champion after a training round), so time alone is no proof."""
-    last = {"count": -1, "since": time.monotonic(), "wall": time.time()}
-
-    def check() -> bool:
-        count = len(loop.runs())
-        if count != last["count"] or not loop.idle():
-            last.update(count=count, since=time.monotonic(), wall=time.time())
-            return False
-        if time.monotonic() - last["since"] < quiet_s:
-            return False
-        return every_sensor_ticked(loop, last["wall"])()
-
-    return check
-
-
-SENSORS = [
-    "validate_landed_files",
-    "score_new_months",
-    "retrain_on_drift",
-    "retrain_on_grafana_alert",
-    "deploy_new_champion",
-]
-
-
-def ticks(loop: Loop, sensor: str) -> list:
-    """The sensor's newest ticks on the loop's instance, newest first."""
-    selector = InstigatorSelector(
-        location_name="bank_marketing", repository_name="__repository__", name=sensor
-    ).get_id()
-    return list(loop.instance.schedule_storage.get_ticks("", selector, limit=50))
-
-
-def skip_reasons(loop: Loop, sensor: str) -> list[str]:
-    """Why the sensor's finished ticks that requested nothing did so, newest first (a tick still
-    under way, which the 2 s interval makes likely, has no reason yet)."""
-    return [
-        tick.skip_reason or "" for tick in ticks(loop, sensor) if tick.status == TickStatus.SKIPPED
-    ]
-
-
-def every_sensor_ticked(loop: Loop, since: float, times: int = 2) -> Callable[[], bool]:
-    """True once every sensor and the automation have ticked ``times`` times since ``since``."""
-    return lambda: all(
-        sum(tick.timestamp > since for tick in ticks(loop, sensor)) >= times for sensor in SENSORS
-    )
-
-
-def land(loop: Loop, first: str, through: str | None = None) -> list[Path]:
-    source = loop.settings.source
-    return cut_months(source, loop.settings.cache_dir, loop.settings.landing_dir, first, through)
 
 
 @pytest.mark.parametrize("loop", ["sqlite", "postgresql"], indirect=True)
