@@ -65,6 +65,22 @@ concurrency:
       - key: bank_marketing/job
         value: deployment
         limit: 1
+
+# The stack's run monitoring and retries. Without them a run whose process died (killed with the
+# daemon's process group, or by the machine) stays STARTED for ever and keeps its month's slot in
+# the queue. The default run launcher cannot tell that a run's process died, so such a run is
+# ended once it exceeds max_runtime_seconds (two hours: a full training round takes minutes) and
+# then started again.
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 7200
+  poll_interval_seconds: 60
 """
 
 
