@@ -199,14 +199,24 @@ def test_a_burst_of_alerts_keeps_the_service_answering_and_retrains_once_per_ale
 # -- the Serve proxy killed ----------------------------------------------------------------------
 
 
-def test_the_serve_proxy_killed_under_load_comes_back_by_itself(service: str) -> None:
+def test_the_serve_proxy_killed_under_load_comes_back_by_itself(
+    service: str, ray_cluster: RayCluster
+) -> None:
     """SIGKILL to Serve's HTTP proxy while clients stream requests: Serve's controller starts a
     new one, the service answers again by itself with the same version, and the requests that
     failed meanwhile are counted."""
     from ray.util.state import list_actors
 
     before = httpx.get(f"{service}/model", timeout=10).json()["version"]
-    proxies = list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")])
+
+    def proxies_alive() -> list[Any]:
+        # This session's Ray, by its dashboard: other test processes run Rays of their own.
+        return list_actors(
+            address=ray_cluster.dashboard_url,
+            filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")],
+        )
+
+    proxies = proxies_alive()
     assert proxies, "no live Serve proxy"
     probes = [Probe(service, RECORD) for _ in range(2)]
     for probe in probes:
@@ -231,7 +241,7 @@ def test_the_serve_proxy_killed_under_load_comes_back_by_itself(service: str) ->
     after = httpx.get(f"{service}/model", timeout=10).json()["version"]
     assert after == before
     assert time.monotonic() - last_failure > 5, "the service did not come back within 120 s"
-    new_proxies = list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")])
+    new_proxies = proxies_alive()
     assert new_proxies and new_proxies[0].pid != proxies[0].pid
     record(
         FaultRow(
