@@ -19,7 +19,9 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from bank_marketing.orchestration.assets.contacts import contacts, raw_contacts
 from bank_marketing.orchestration.assets.deployment import production_deployment
@@ -108,6 +110,11 @@ def server(registry: dict[str, Any], tmp_path: Path) -> Iterator[MlflowServer]:
     try:
         yield server
     finally:
+        # A run the test's Dagster runs left active is ended while its server still answers:
+        # later, ending it would wait out MLflow's default retries against a stopped server.
+        while mlflow.active_run() is not None:
+            with contextlib.suppress(MlflowException):
+                mlflow.end_run()
         server.stop()
 
 
