@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -765,22 +765,31 @@ def random_json_key(rng: random.Random) -> str:
     return rng.choice(["", "records", "age", "job", "labels", "request_id", "x" * 50, "\u00e9"])
 
 
-def mutate_structure(rng: random.Random, body: Any) -> Any:
-    """``body`` with one node replaced by another type, deleted, or joined by an unknown key."""
-    nodes: list[tuple[Any, Any]] = [(None, None)]  # (container, key); (None, None) is the root
+def json_slots(body: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """Every (container, key, child) below ``body``: a container's children in order, then the
+    containers below it, the last one first.
+
+    The order is part of a seed's replay: the mutations choose among these slots by position.
+    Take the whole list before changing ``body``.
+    """
     stack = [body]
     while stack:
         item = stack.pop()
-        children = (
-            item.items()
-            if isinstance(item, dict)
-            else enumerate(item)
-            if isinstance(item, list)
-            else ()
-        )
+        if isinstance(item, dict):
+            children: Iterable[tuple[Any, Any]] = item.items()
+        elif isinstance(item, list):
+            children = enumerate(item)
+        else:
+            continue
         for key, child in children:
-            nodes.append((item, key))
+            yield item, key, child
             stack.append(child)
+
+
+def mutate_structure(rng: random.Random, body: Any) -> Any:
+    """``body`` with one node replaced by another type, deleted, or joined by an unknown key."""
+    nodes: list[tuple[Any, Any]] = [(None, None)]  # (container, key); (None, None) is the root
+    nodes += [(container, key) for container, key, _ in json_slots(body)]
     container, key = rng.choice(nodes)
     if container is None:
         return random_json(rng)
@@ -815,22 +824,7 @@ def _numeric_slot(rng: random.Random, body: Any) -> tuple[dict[str, Any] | None,
 
 def _string_slot(rng: random.Random, body: Any) -> tuple[Any, Any]:
     """A container of ``body`` and the key of one of its string values."""
-    slots = []
-    stack = [body]
-    while stack:
-        item = stack.pop()
-        children = (
-            item.items()
-            if isinstance(item, dict)
-            else enumerate(item)
-            if isinstance(item, list)
-            else ()
-        )
-        for key, child in children:
-            if isinstance(child, str):
-                slots.append((item, key))
-            else:
-                stack.append(child)
+    slots = [(holder, key) for holder, key, child in json_slots(body) if isinstance(child, str)]
     return rng.choice(slots) if slots else (None, None)
 
 
