@@ -290,6 +290,15 @@ def valid_request_id(value: str) -> bool:
     return 0 < len(value) <= MAX_REQUEST_ID and all(33 <= ord(c) <= 126 for c in value)
 
 
+def request_id_refusal(sent: str) -> JSONResponse:
+    """The 400 for an ``x-request-id`` that :func:`valid_request_id` refuses, naming the header."""
+    return problem(
+        400,
+        f"header {REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID} visible ASCII characters; "
+        f"got {len(sent)} character(s)",
+    )
+
+
 class RequestIds:
     """ASGI middleware: every response carries ``x-request-id``, and every request is counted.
 
@@ -336,12 +345,7 @@ class RequestIds:
             path = path[len(root) :] or "/"
         try:
             if sent is not None and request_id != sent:
-                refusal = problem(
-                    400,
-                    f"header {REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID} visible ASCII "
-                    f"characters; got {len(sent)} character(s)",
-                )
-                await refusal(scope, receive, send_with_id)
+                await request_id_refusal(sent)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:

@@ -147,7 +147,11 @@ class ServeCluster:
         ]  # fmt: skip
         if num_cpus is not None:
             command += ["--num-cpus", str(num_cpus)]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "bank_marketing.serving.proxy.middlewares",
+        }
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
