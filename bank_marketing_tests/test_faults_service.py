@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from bank_marketing.monitoring import store
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.sensors import BATCH, RetrainPolicy, retrain_on_grafana_alert
+from bank_marketing.serving.contract import EXAMPLE_RECORD
 from bank_marketing.serving.webhook import PATH as WEBHOOK_PATH
 from bank_marketing_tests.conftest import RayCluster, throwaway_database, wait_until_healthy
 from bank_marketing_tests.faults import FaultRow, Probe, percentile, record
@@ -31,10 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 TOKEN = "faults-service-token"
 APP, ROUTE = "faults", "/faults"
-RECORD: dict[str, Any] = {
-    "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
-    "day": 15, "month": "may", "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +113,7 @@ def test_a_burst_of_alerts_keeps_the_service_answering_and_retrains_once_per_ale
     random.Random(19).shuffle(posts)
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
-    baseline = Probe(service, RECORD)
+    baseline = Probe(service, EXAMPLE_RECORD)
     baseline.start()
     time.sleep(3)
     baseline.finish()
@@ -145,7 +142,7 @@ def test_a_burst_of_alerts_keeps_the_service_answering_and_retrains_once_per_ale
         assert response.status_code == 202, response.text
         return response.json()["new"]
 
-    probe = Probe(service, RECORD)
+    probe = Probe(service, EXAMPLE_RECORD)
     probe.start()
     started = time.monotonic()
     with ThreadPoolExecutor(SENDERS) as senders:
@@ -218,7 +215,7 @@ def test_the_serve_proxy_killed_under_load_comes_back_by_itself(
 
     proxies = proxies_alive()
     assert proxies, "no live Serve proxy"
-    probes = [Probe(service, RECORD) for _ in range(2)]
+    probes = [Probe(service, EXAMPLE_RECORD) for _ in range(2)]
     for probe in probes:
         probe.start()
     time.sleep(2)

@@ -22,27 +22,17 @@ from fastapi.testclient import TestClient
 from bank_marketing.monitoring import served, store
 from bank_marketing.serving.app import create_app
 from bank_marketing.serving.capture import Answer, ServedLog
+from bank_marketing.serving.contract import EXAMPLE_RECORD
 from bank_marketing.serving.feedback import create_feedback_router
 from bank_marketing.serving.http import REQUEST_ID_HEADER
 from bank_marketing.serving.model import ModelState
 from bank_marketing_tests.conftest import free_port, in_ci
+from bank_marketing_tests.examples import records
 from bank_marketing_tests.private_postgres import binaries, private_postgres
 from bank_marketing_tests.registries import register_two_versions
 
 TOKEN = "feedback-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-RECORD: dict[str, Any] = {
-    "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
-    "day": 15, "month": "may", "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
-}  # fmt: skip
-
-
-def records(count: int, start: int = 0) -> list[dict[str, Any]]:
-    """Distinct valid records: ages and balances vary, so their probabilities do too."""
-    return [
-        {**RECORD, "age": 20 + (start + i) % 60, "balance": 100 * (start + i)} for i in range(count)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +97,13 @@ def test_every_response_carries_a_request_id_the_clients_own_when_it_sent_one(
     champion: ModelState,
 ) -> None:
     client = TestClient(create_app(champion), raise_server_exceptions=False)
-    generated = client.post("/predict", json=RECORD)
+    generated = client.post("/predict", json=EXAMPLE_RECORD)
     assert generated.status_code == 200
     assert uuid.UUID(generated.headers[REQUEST_ID_HEADER])
-    again = client.post("/predict", json=RECORD)
+    again = client.post("/predict", json=EXAMPLE_RECORD)
     assert again.headers[REQUEST_ID_HEADER] != generated.headers[REQUEST_ID_HEADER]
 
-    own = client.post("/predict", json=RECORD, headers={REQUEST_ID_HEADER: "crm-2026-0001"})
+    own = client.post("/predict", json=EXAMPLE_RECORD, headers={REQUEST_ID_HEADER: "crm-2026-0001"})
     assert own.headers[REQUEST_ID_HEADER] == "crm-2026-0001"
     # Refusals and other routes carry one too.
     refused = client.post("/predict", json={"age": "old"}, headers={REQUEST_ID_HEADER: "crm-2"})
@@ -125,7 +115,9 @@ def test_every_response_carries_a_request_id_the_clients_own_when_it_sent_one(
 @pytest.mark.parametrize("bad", [b"", b"x" * 129, b"has space", "naïve".encode()])
 def test_an_invalid_request_id_is_refused_with_a_reason(champion: ModelState, bad: bytes) -> None:
     client = TestClient(create_app(champion), raise_server_exceptions=False)
-    response = client.post("/predict", json=RECORD, headers={REQUEST_ID_HEADER.encode(): bad})
+    response = client.post(
+        "/predict", json=EXAMPLE_RECORD, headers={REQUEST_ID_HEADER.encode(): bad}
+    )
     assert response.status_code == 400
     assert REQUEST_ID_HEADER in response.json()["detail"]
     assert uuid.UUID(response.headers[REQUEST_ID_HEADER])
@@ -139,7 +131,9 @@ def test_the_kept_rows_equal_the_answered_records(
 ) -> None:
     client = app_client(champion, db_url, served_log)
     answers = {}
-    for index, body in enumerate([RECORD, {"records": records(5)}, {"records": records(3, 7)}]):
+    for index, body in enumerate(
+        [EXAMPLE_RECORD, {"records": records(5)}, {"records": records(3, 7)}]
+    ):
         headers = {REQUEST_ID_HEADER: f"client-{index}"} if index != 1 else {}
         response = client.post("/predict", json=body, headers=headers)
         assert response.status_code == 200
@@ -169,9 +163,9 @@ def test_a_reused_request_id_keeps_the_first_answer_and_counts_the_repeat(
     champion: ModelState, db_url: str, served_log: ServedLog
 ) -> None:
     client = app_client(champion, db_url, served_log)
-    first = client.post("/predict", json=RECORD, headers={REQUEST_ID_HEADER: "same"})
+    first = client.post("/predict", json=EXAMPLE_RECORD, headers={REQUEST_ID_HEADER: "same"})
     second = client.post(
-        "/predict", json={**RECORD, "age": 70}, headers={REQUEST_ID_HEADER: "same"}
+        "/predict", json={**EXAMPLE_RECORD, "age": 70}, headers={REQUEST_ID_HEADER: "same"}
     )
     assert first.status_code == second.status_code == 200
     assert served_log.flush(timeout_s=10)
@@ -242,7 +236,7 @@ def test_feedback_is_idempotent_and_each_refusal_says_why(
     champion: ModelState, db_url: str, served_log: ServedLog
 ) -> None:
     client = app_client(champion, db_url, served_log)
-    one = client.post("/predict", json=RECORD).headers[REQUEST_ID_HEADER]
+    one = client.post("/predict", json=EXAMPLE_RECORD).headers[REQUEST_ID_HEADER]
     many = client.post("/predict", json={"records": records(3)}).headers[REQUEST_ID_HEADER]
     assert served_log.flush(timeout_s=10)
 

@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 
 from bank_marketing.monitoring import served, store
+from bank_marketing.serving.contract import EXAMPLE_RECORD
 from bank_marketing.serving.metrics import exported_sum, exported_text
 from bank_marketing_tests.conftest import RayCluster, in_ci, wait_until_healthy
+from bank_marketing_tests.examples import records
 from bank_marketing_tests.private_postgres import PrivatePostgres, binaries
 from bank_marketing_tests.registries import load_pyfunc, register_two_versions
 
@@ -30,10 +32,6 @@ TOKEN = "served-ray-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 # Small, so that a few seconds without the database overflow it.
 QUEUE_RECORDS = 100
-RECORD: dict[str, Any] = {
-    "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
-    "day": 15, "month": "may", "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
-}  # fmt: skip
 SERIES = (
     "ray_bank_marketing_requests_total",
     "ray_bank_marketing_request_latency_ms_bucket",
@@ -41,14 +39,6 @@ SERIES = (
     "ray_bank_marketing_served_records_total",
     "ray_bank_marketing_served_queue",
 )
-
-
-def records(count: int, start: int = 0) -> list[dict[str, Any]]:
-    return [
-        # Distinct balances within the service's bounds (contract.SERVING_BOUNDS).
-        {**RECORD, "age": 20 + (start + i) % 60, "balance": (start + i) % 250_000}
-        for i in range(count)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +173,7 @@ def test_feedback_over_http_needs_the_token_and_answers_each_case(
     service: str, database: PrivatePostgres
 ) -> None:
     with httpx.Client(base_url=service, timeout=30) as client:
-        request_id = client.post("/predict", json=RECORD).headers["x-request-id"]
+        request_id = client.post("/predict", json=EXAMPLE_RECORD).headers["x-request-id"]
         wait_for(
             lambda: request_id in set(kept(database)["request_id"]), 20, "the answer to be kept"
         )
