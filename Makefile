@@ -66,7 +66,9 @@ dev: install ## Open the Dagster UI on the embedded instance (http://127.0.0.1:3
 		dagster dev -w "$(CURDIR)/workspace.yaml"
 
 serve: install ## Serve the champion over HTTP on local Ray (http://127.0.0.1:8000/docs)
+	@# The callback puts bank_marketing/serving/proxy.py in front of Serve's HTTP proxy.
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(BANK_MARKETING_HOME)/mlflow.db}" \
+		RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=bank_marketing.serving.proxy.middlewares \
 		$(UV) run --locked serve run bank_marketing/serving/serve_config.yaml
 
 try: install ## Open the page to try the model (needs make serve running)

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.replay import Replay, replay
 from bank_marketing.orchestration.runner import run_ingest
+from bank_marketing.serving import proxy
 from bank_marketing.serving.model import ModelState
 from bank_marketing.settings import Settings
 from bank_marketing.training.candidates import fit_candidate
@@ -341,8 +342,11 @@ def ray_cluster() -> Iterator[RayCluster]:
     """One local Ray for the whole session (it takes 20-40 s to start), with Serve on a free port.
 
     Sized like this project's machines: 2 CPUs; the serving apps ask for 0.25 CPU per replica.
+    Serve's proxy refuses an invalid x-request-id as the service does: its callback is in the
+    environment the local Ray starts with.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.update(proxy.CALLBACK_ENVIRONMENT)
     import ray
     from ray import serve
 
