@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from bank_marketing.orchestration.console import Console, quiet_console
 from bank_marketing.settings import Settings
 
 # Twelve months as of 2009-06 hold both the 2008 campaigns and the start of the 2009 rise.
 DEFAULT_AS_OF = "2009-06"
+# How a full disk reads from each store under the home: files say ENOSPC, SQLite (the Dagster
+# instance, MLflow's and the monitoring database) "database or disk is full", or "disk I/O error"
+# when it cannot grow its journal. The last has other causes too, so it is named as it is.
+NO_SPACE = ("No space left on device", "database or disk is full")
+DISK_IO = "disk I/O error"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
+    try:
+        return _command(settings, args)
+    except Exception as error:
+        said = disk_full_error(error)
+        if said is None:
+            raise
+        print(f"error: {disk_full_message(said, settings.home)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "init":
         settings.prepare()
         print(f"BANK_MARKETING_HOME={settings.home}\nDAGSTER_HOME={settings.dagster_home}")
@@ -207,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db(settings, args)
     # The commands that drive Dagster, MLflow and Ray: the terminal shows their progress and
     # results, and what the libraries log or print goes to a file in the home.
-    with quiet_console(settings.logs_dir, args.command) as console:
+    with quiet_console(settings.logs_dir, args.command) as terminal:
+        console = HomeConsole(terminal.out, terminal.err, settings.home)
         if args.command == "live":
             return _live(settings, args, console)
         if args.command == "run":
@@ -228,6 +249,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             with dg.DagsterInstance.get() as instance:
                 return _deploy(build_definitions(settings), instance, args.version, console)
     return 2
+
+
+def disk_full_message(text: str, home: Path) -> str | None:
+    """``text`` (an error) told as the full disk it says, naming the home and its free space;
+    None when it says nothing of a full disk."""
+    full = any(words in text for words in NO_SPACE)
+    if not full and DISK_IO not in text:
+        return None
+    free = free_mb(home)
+    # SQLite's "disk I/O error" has other causes: it is a full disk when no space is left.
+    said = (
+        "no space left"
+        if full or free == 0
+        else "a disk I/O error (a full disk is the usual cause)"
+    )
+    return f"{said} under BANK_MARKETING_HOME={home} ({free:,} MB free): {text}"
+
+
+def free_mb(path: Path) -> int:
+    """Free space, in MB, on the filesystem that holds ``path`` (or would, once created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free // 2**20
+
+
+def disk_full_error(error: BaseException) -> str | None:
+    """The first error of ``error``'s chain (its causes and contexts) that tells of a full disk,
+    in one line as ``Type: message``; None when none does."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        text = f"{type(link).__name__}: {(str(link).strip().splitlines() or [''])[0]}"
+        if isinstance(link, OSError) and link.errno == errno.ENOSPC:
+            return text if NO_SPACE[0] in text else f"{text} ({NO_SPACE[0]})"
+        if any(words in text for words in (*NO_SPACE, DISK_IO)):
+            return text
+        link = link.__cause__ or link.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class HomeConsole(Console):
+    """The console of a command on ``home``: an error that tells of a full disk (a run's
+    failure, from its event log) names the home and its free space."""
+
+    home: Path
+
+    def error(self, text: str) -> None:
+        super().error(disk_full_message(text, self.home) or text)
 
 
 def _live(settings: Settings, args: argparse.Namespace, console: Console) -> int:

@@ -3,7 +3,12 @@ the libraries share (results and errors on the terminal, the libraries' output i
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from bank_marketing.cli import main
+from bank_marketing.cli import HomeConsole, disk_full_error, main
 
 # Each channel a library talks on, inside quiet_console: a print, MLflow's eprint, a sensor's
 # context logger (its own handler on stderr), a library logger, a warning, a write to file
@@ -156,3 +161,86 @@ def test_a_failed_run_says_why_on_the_terminal_and_names_its_log(tmp_path: Path)
     assert done.stderr.endswith(f"\nlibrary output: {log}\n"), done.stderr
     assert done.stdout.startswith("Reading "), done.stdout
     assert "does not exist" not in log.read_text()
+
+
+def _sqlite_full() -> sqlite3.OperationalError:
+    """SQLite's own error for a full database: one capped at two pages, then written to."""
+    connection = sqlite3.connect(":memory:")
+    connection.execute("PRAGMA max_page_count = 2")
+    try:
+        connection.execute("CREATE TABLE t (x)")
+        for _ in range(100):
+            connection.execute("INSERT INTO t VALUES (?)", ("x" * 1000,))
+    except sqlite3.OperationalError as error:
+        return error
+    finally:
+        connection.close()
+    raise AssertionError("SQLite wrote past its page cap")
+
+
+def _wrapped(error: Exception) -> Exception:
+    """``error`` under a library's own exception, as MLflow and SQLAlchemy raise it."""
+    try:
+        try:
+            raise error
+        except Exception as cause:
+            raise RuntimeError("API request to log_batch failed") from cause
+    except RuntimeError as wrapper:
+        return wrapper
+
+
+def test_an_error_telling_of_a_full_disk_is_found_in_its_chain() -> None:
+    full = _sqlite_full()
+    assert disk_full_error(full) == "OperationalError: database or disk is full"
+    assert disk_full_error(_wrapped(full)) == "OperationalError: database or disk is full"
+    with Path("/dev/full").open("wb", buffering=0) as device, pytest.raises(OSError) as written:
+        device.write(b"x")
+    assert disk_full_error(written.value) == "OSError: [Errno 28] No space left on device"
+    bare = OSError(errno.ENOSPC, "")
+    assert disk_full_error(bare) == "OSError: [Errno 28] (No space left on device)"
+    assert disk_full_error(_wrapped(ValueError("not a number"))) is None
+
+
+def test_a_run_failure_telling_of_a_full_disk_names_the_home_and_its_free_space(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "not-yet" / "home"  # the free space of where it will be
+    err = io.StringIO()
+    console = HomeConsole(io.StringIO(), err, home)
+    console.error("sqlite3.OperationalError: database or disk is full")
+    console.error("sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) disk I/O error")
+    console.error("no such month(s): 2011-01")
+    free = re.findall(r"\(([\d,]+) MB free\)", err.getvalue())
+    assert len(free) == 2, err.getvalue()
+    assert err.getvalue().splitlines() == [
+        f"error: no space left under BANK_MARKETING_HOME={home} ({free[0]} MB free): "
+        "sqlite3.OperationalError: database or disk is full",
+        "error: a disk I/O error (a full disk is the usual cause) under "
+        f"BANK_MARKETING_HOME={home} ({free[1]} MB free): "
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) disk I/O error",
+        "error: no such month(s): 2011-01",
+    ]
+    expected = shutil.disk_usage(tmp_path).free // 2**20
+    assert abs(int(free[0].replace(",", "")) - expected) < 64
+
+
+def test_a_command_struck_by_a_full_disk_names_the_home_and_exits_1(
+    tmp_path: Path, bank_full_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``land`` writing a month where the device is full (/dev/full, in place of the file)."""
+    home = tmp_path / "home"
+    landing = home / "landing"
+    landing.mkdir(parents=True)
+    (landing / ".contacts-2008-08.csv.partial").symlink_to("/dev/full")
+    monkeypatch.setenv("BANK_MARKETING_HOME", str(home))
+    monkeypatch.setenv("BANK_MARKETING_SOURCE", str(bank_full_path))
+    monkeypatch.delenv("BANK_MARKETING_LANDING", raising=False)
+
+    assert main(["land", "2008-08"]) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"error: no space left under BANK_MARKETING_HOME={re.escape(str(home))} "
+        r"\([\d,]+ MB free\): OSError: \[Errno 28\] No space left on device\n",
+        err,
+    ), err
+    assert list(landing.iterdir()) == []  # no month, and no partial file left

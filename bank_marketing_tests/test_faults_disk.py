@@ -1,5 +1,6 @@
 """Fault matrix row of the disk (RELIABILITY.md): the filesystem under ``BANK_MARKETING_HOME``
-full while a month is monitored and while a training round logs its candidates.
+full while a month is monitored and while a training round logs its candidates, and what
+``bank-marketing run`` then tells the user (the home, its free space, the storage's error).
 
 The home sits on a small tmpfs mounted for the test (so it needs root, as CI has here); a filler
 file takes every free byte, then goes away.
@@ -11,7 +12,10 @@ import contextlib
 import errno
 import multiprocessing
 import multiprocessing.queues
+import os
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +92,27 @@ def log_in_child(results: Any, registry: Path, *candidate: Any) -> None:
         results.put((True, ""))
 
 
+def command(home: Path, source: Path, tracking_uri: str, *args: str) -> tuple[int, str]:
+    """``bank-marketing *args`` on ``home``, as a user runs it: its exit code and its stderr."""
+    env = {
+        **os.environ,
+        "BANK_MARKETING_HOME": str(home),
+        "BANK_MARKETING_SOURCE": str(source),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+    env.pop("DAGSTER_HOME", None)
+    env.pop("BANK_MARKETING_DB_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_marketing.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
 def cause(error: str) -> str:
     """The error's type and the words that say the disk is full."""
     said = next((words for words in DISK_FULL if words in error), "?")
@@ -140,12 +165,26 @@ def test_a_full_disk_fails_monitoring_and_training_clearly_and_both_work_once_sp
         monitored, monitor_error = monitor()
         trained, train_error = train_round()
         struck_versions = {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+        # The command a user runs: its error names the home and how much space is left there.
+        exit_code, said = command(
+            home, bank_full_path, uri, "run", "--months", MONTH[:7], "--no-train"
+        )
 
         assert not monitored and not trained
         # SQLite says "database or disk is full", or "disk I/O error" when it cannot grow its
         # journal; files say ENOSPC.
         for error in (monitor_error, train_error):
             assert any(cause in error for cause in DISK_FULL), error
+        assert exit_code == 1, said
+        told = re.search(
+            rf"^error: (no space left|a disk I/O error \(a full disk is the usual cause\)) "
+            rf"under BANK_MARKETING_HOME={re.escape(str(home))} \(([\d,]+) MB free\): (.+)$",
+            said,
+            re.MULTILINE,
+        )
+        assert told is not None, said
+        assert any(cause in told.group(0) for cause in DISK_FULL), said
+        assert int(told.group(2).replace(",", "")) == 0, said
         # Nothing half-written: no month of predictions, the champion as it was and loadable.
         assert stored_predictions(settings.db_url) == 0
         assert (
@@ -170,9 +209,11 @@ def test_a_full_disk_fails_monitoring_and_training_clearly_and_both_work_once_sp
             fault=f"the filesystem under BANK_MARKETING_HOME full (a {DISK_MB} MB tmpfs)",
             strikes="when a month is monitored and when a training round logs its candidate",
             outcome=f"both failed with the storage's error (monitoring: "
-            f"{cause(monitor_error)}; training: {cause(train_error)}); no predictions "
-            f"stored, the champion v{champion} unchanged and loadable; with space back both "
-            f"reran, {MONTH_CONTACTS} predictions stored once",
+            f"{cause(monitor_error)}; training: {cause(train_error)}); `bank-marketing run` "
+            f'exits 1 with "error: {told.group(1)} under BANK_MARKETING_HOME=<home> (0 MB '
+            f'free): {cause(told.group(3))}"; no predictions stored, the champion '
+            f"v{champion} unchanged and loadable; with space back both reran, "
+            f"{MONTH_CONTACTS} predictions stored once",
             requests_failed=None,
             rows_lost=0,
             recovery_s=recovered_s,
