@@ -66,6 +66,7 @@ def test_definitions_load() -> None:
         "retrain_on_drift",
         "retrain_on_grafana_alert",
         "deploy_new_champion",
+        "restore_live_version",
     }
     # The daemon runs it like the sensors: on by default.
     [schedule] = repository.schedule_defs
@@ -112,6 +113,16 @@ def test_the_embedded_instance_queues_runs_with_the_stacks_limits(tmp_path) -> N
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
     for job, value in (("training_job", "training"), ("deployment_job", "deployment")):
         assert defs.resolve_job_def(job).tags["bank_marketing/job"] == value
+
+
+def test_a_dead_run_is_settled_after_30_min_except_a_training_round() -> None:
+    """Run monitoring fails a run past its dagster/max_runtime (the instance's default, 2 h,
+    is for training rounds)."""
+    for job in defs.get_repository_def().get_all_jobs():
+        if job.name.startswith("__"):
+            continue
+        expected = None if job.name == "training_job" else "1800"
+        assert job.tags.get("dagster/max_runtime") == expected, job.name
 
 
 def test_every_job_says_what_started_its_runs() -> None:

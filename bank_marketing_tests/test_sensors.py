@@ -19,10 +19,12 @@ from bank_marketing.orchestration.partitions import monthly_partitions
 from bank_marketing.orchestration.resources import MonitoringDatabase
 from bank_marketing.orchestration.sensors import (
     DriftReportContractError,
+    LiveRecord,
     RetrainPolicy,
     cooldown_blocks,
     deploy_new_champion,
     judge_drift,
+    judge_service,
     retrain_on_drift,
     retrain_on_grafana_alert,
 )
@@ -524,6 +526,88 @@ def test_only_the_newest_of_several_champions_is_deployed(instance: dg.DagsterIn
     assert result.run_requests[0].tags["bank_marketing/champion_as_of"] == "2009-06"
 
 
+# restore_live_version
+
+
+def unknown_champion() -> str:
+    raise AssertionError("the champion is read only for a deployment that followed it")
+
+
+def test_the_service_is_in_line_when_it_answers_with_the_recorded_version() -> None:
+    pinned = LiveRecord(version="3", shadow_version=None, pinned=True)
+    assert judge_service(pinned, {"version": "3", "shadow_version": None}, unknown_champion) is None
+    # A pinned version is not to be replaced by the champion's, whatever the replicas did.
+    answer = {"version": "5", "shadow_version": None}
+    assert judge_service(pinned, answer, lambda: "5") == "the service answers with v5"
+
+
+def test_a_deployment_that_followed_the_champion_may_answer_with_the_new_champion() -> None:
+    followed = LiveRecord(version="3", shadow_version=None, pinned=False)
+    assert judge_service(followed, {"version": "5"}, lambda: "5") is None
+    assert judge_service(followed, {"version": "4"}, lambda: "5") == "the service answers with v4"
+
+
+def test_no_answer_and_a_lost_shadow_are_departures() -> None:
+    record = LiveRecord(version="3", shadow_version="4", pinned=True)
+    assert judge_service(record, None, unknown_champion) == (
+        "the service does not answer GET /model with a model"
+    )
+    lost = {"version": "3", "shadow_version": None}
+    assert judge_service(record, lost, unknown_champion) == (
+        "the service scores no version in shadow"
+    )
+    assert judge_service(record, {"version": "3", "shadow_version": "4"}, unknown_champion) is None
+
+
+def deployed(
+    instance: dg.DagsterInstance, version: str, pinned: bool, shadow: str = "none"
+) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="production_deployment",
+            metadata={"live_version": version, "pinned": pinned, "shadow_version": shadow},
+        )
+    )
+
+
+def test_the_recorded_version_is_restored_after_two_ticks_without_it(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from bank_marketing.orchestration.resources import ServingCluster
+    from bank_marketing.orchestration.sensors import restore_live_version
+    from bank_marketing_tests.conftest import free_port
+
+    # Nothing answers at this address: a Ray head that died.
+    serving = ServingCluster(
+        dashboard_url=f"http://127.0.0.1:{free_port()}",
+        serve_url=f"http://127.0.0.1:{free_port()}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+
+    def evaluate(cursor: str | None) -> dg.SensorResult:
+        return tick(restore_live_version, instance, cursor, serving=serving)
+
+    nothing = evaluate(None)
+    assert not nothing.run_requests
+    assert "no live version" in skip_message(nothing)
+
+    deployed(instance, "7", pinned=True, shadow="8")
+    first = evaluate(None)
+    assert not first.run_requests and "next tick" in skip_message(first)
+    second = evaluate(first.cursor)
+    [request] = second.run_requests
+    assert request.run_config == {
+        "ops": {"production_deployment": {"config": {"model_version": "7", "shadow_version": "8"}}}
+    }
+    assert request.tags["bank_marketing/trigger"] == "restore_live_version"
+    assert request.tags["bank_marketing/recorded_version"] == "7"
+
+    # A deployment that followed the champion is restored to the champion, not pinned.
+    deployed(instance, "9", pinned=False)
+    again = evaluate(evaluate(None).cursor)
+    assert again.run_requests[0].run_config == {"ops": {"production_deployment": {"config": {}}}}
+
+
 # Wiring
 
 
@@ -545,10 +629,14 @@ def test_sensors_load_with_the_real_jobs_and_resources(tmp_path: Path) -> None:
         "retrain_on_drift": "training_job",
         "retrain_on_grafana_alert": "training_job",
         "deploy_new_champion": "deployment_job",
+        "restore_live_version": "deployment_job",
     }
     automation = repository.get_sensor_def("score_new_months")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
-    assert automation.run_tags == {"bank_marketing/trigger": "score_new_months"}
+    assert automation.run_tags == {
+        "bank_marketing/trigger": "score_new_months",
+        "dagster/max_runtime": "1800",
+    }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repository.sensor_defs)
     assert {s.minimum_interval_seconds for s in repository.sensor_defs} == {7}
 

@@ -30,7 +30,13 @@ from bank_marketing.orchestration.resources import (
     StoredOrNone,
     mlflow_tracking_in_home,
 )
-from bank_marketing.orchestration.sensors import TRIGGER_TAG, RetrainPolicy, build_sensors
+from bank_marketing.orchestration.sensors import (
+    MAX_RUNTIME_TAG,
+    SHORT_RUN_MAX_SECONDS,
+    TRIGGER_TAG,
+    RetrainPolicy,
+    build_sensors,
+)
 from bank_marketing.settings import Settings
 from bank_marketing.training.config import read_training_config
 from bank_marketing.training.tracking import EXPERIMENT_NAME
@@ -43,19 +49,23 @@ JOB_TAG = "bank_marketing/job"
 # What started a run: the sensors and the automation set their own name; a run launched from the
 # UI or by a command keeps this.
 BY_HAND = {TRIGGER_TAG: "by hand"}
+# A run whose process died is failed by run monitoring once it passes its maximum runtime, then
+# retried (dagster.yaml). The instance's 2 hours suit a training round; the monthly and serving
+# runs take minutes, so theirs end after 30 min, and a dead one frees its slot sooner.
+SHORT_RUN = {**BY_HAND, MAX_RUNTIME_TAG: str(SHORT_RUN_MAX_SECONDS)}
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(raw_contacts),
     description="Read the source file into raw_contacts.",
-    tags=BY_HAND,
+    tags=SHORT_RUN,
 )
 contacts_job = dg.define_asset_job(
     "contacts_job",
     selection=dg.AssetSelection.assets(contacts),
     description="Validate one month of contacts: from a landed file (validate_landed_files sets "
     "it) or from raw_contacts.",
-    tags=BY_HAND,
+    tags=SHORT_RUN,
 )
 training_selection = dg.AssetSelection.assets(training_set, *candidates, champion_model)
 
@@ -97,7 +107,7 @@ with warnings.catch_warnings():
         selection=dg.AssetSelection.assets(champion_evaluation),
         description="Score the as-of month's champion on the month after its window.",
         hooks={end_mlflow_on_run_finished},
-        tags=BY_HAND,
+        tags=SHORT_RUN,
     )
     monitoring_job = dg.define_asset_job(
         "monitoring_job",
@@ -106,14 +116,14 @@ with warnings.catch_warnings():
         "quality. Months never scored are scored by score_new_months; a run of this job for a "
         "month already scored rescores it and replaces its month-ahead record.",
         hooks={end_mlflow_on_run_finished},
-        tags=BY_HAND,
+        tags=SHORT_RUN,
     )
 deployment_job = dg.define_asset_job(
     "deployment_job",
     selection=dg.AssetSelection.assets(production_deployment),
     description="Roll the prediction service over to the champion (or a pinned version).",
     # One rollover at a time (dagster.yaml, the embedded instance): two would overwrite each other.
-    tags={**BY_HAND, JOB_TAG: "deployment"},
+    tags={**SHORT_RUN, JOB_TAG: "deployment"},
 )
 
 
@@ -124,7 +134,7 @@ def _traffic_job(served_traffic: dg.AssetsDefinition) -> UnresolvedAssetJobDefin
         description="Compare a day of served traffic with the reference data of the versions "
         "that scored it, and delete the answers past retention; served_traffic_daily runs the "
         "last days every night.",
-        tags=BY_HAND,
+        tags=SHORT_RUN,
     )
 
 

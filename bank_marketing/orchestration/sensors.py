@@ -3,7 +3,9 @@
 A monthly file lands: ``validate_landed_files`` asks for that month's ``contacts``; the automation
 sensor ``score_new_months`` carries a newly validated month through ``predictions`` and
 ``drift_report``; ``retrain_on_drift`` (or ``retrain_on_grafana_alert``) asks for a training round;
-``deploy_new_champion`` rolls the service over when the round changes the champion.
+``deploy_new_champion`` rolls the service over when the round changes the champion;
+``restore_live_version`` rolls it back to what ``production_deployment`` recorded when the service
+stops answering with that (a Ray head or a serving container restarted).
 
 Each sensor reads every new event since its cursor (a storage id, a row id, the digests of the
 files it has seen), oldest first, so months that land between two ticks are all evaluated;
@@ -16,11 +18,14 @@ resource, read from the environment.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from mlflow import MlflowClient
 
 from bank_marketing.data.landing import (
     LandingError,
@@ -39,7 +44,8 @@ from bank_marketing.monitoring.policy import (
     decide,
 )
 from bank_marketing.orchestration.partitions import monthly_partitions
-from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase
+from bank_marketing.orchestration.resources import DataSource, MonitoringDatabase, ServingCluster
+from bank_marketing.training import registry
 
 DRIFT_REPORT = dg.AssetKey("drift_report")
 CHAMPION_MODEL = dg.AssetKey("champion_model")
@@ -55,12 +61,24 @@ BATCH = 100
 RECENT_TRAINING_RUNS = 200
 PARTITION_TAG = "dagster/partition"
 TRIGGER_TAG = "bank_marketing/trigger"
+# Run monitoring fails a run past this many seconds (the instance's default is for training).
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+SHORT_RUN_MAX_SECONDS = 1800
 NOT_RETRAINING = (
     dg.DagsterRunStatus.FAILURE,
     dg.DagsterRunStatus.CANCELED,
     dg.DagsterRunStatus.CANCELING,
 )
 REQUIRED_DRIFT_METADATA = ("rows", "drifted_share", "prediction_drift")
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+RESTORE_TRIGGER = "restore_live_version"
+# After a restore run fails, the next waits this long (a cluster that is down stays down a while).
+RESTORE_BACKOFF_SECONDS = 300.0
 
 
 class RetrainPolicy(dg.ConfigurableResource, RetrainRule):
@@ -153,11 +171,8 @@ def _last_training_month(instance: dg.DagsterInstance) -> str | None:
 
 def live_version(instance: dg.DagsterInstance) -> str | None:
     """The version the latest production_deployment put live, if any."""
-    records = instance.fetch_materializations(PRODUCTION_DEPLOYMENT, limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("live_version")
-    return None if value is None else str(value.value)
+    recorded = LiveRecord.latest(instance)
+    return None if recorded is None else recorded.version
 
 
 def _skip(reason: str, cursor: str | None) -> dg.SensorResult:
@@ -314,6 +329,135 @@ def _deploy_new_champion(context: dg.SensorEvaluationContext) -> dg.SensorResult
     )
 
 
+@dataclass(frozen=True)
+class LiveRecord:
+    """What the latest production_deployment recorded as live."""
+
+    version: str
+    shadow_version: str | None
+    pinned: bool
+
+    @classmethod
+    def latest(cls, instance: dg.DagsterInstance) -> LiveRecord | None:
+        records = instance.fetch_materializations(PRODUCTION_DEPLOYMENT, limit=1).records
+        if not records or records[0].asset_materialization is None:
+            return None
+        metadata = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+        if metadata.get("live_version") is None:
+            return None
+        shadow = str(metadata.get("shadow_version", "none"))
+        return cls(
+            version=str(metadata["live_version"]),
+            shadow_version=None if shadow == "none" else shadow,
+            pinned=metadata.get("pinned") is True,
+        )
+
+    def describe(self) -> str:
+        beside = f" with v{self.shadow_version} in shadow" if self.shadow_version else ""
+        how = "pinned" if self.pinned else "the champion when deployed"
+        return f"v{self.version}{beside} ({how})"
+
+
+def judge_service(
+    recorded: LiveRecord, answer: Mapping[str, Any] | None, champion: Callable[[], str]
+) -> str | None:
+    """How the service's ``GET /model`` ``answer`` departs from the ``recorded`` deployment, or
+    None when it is in line.
+
+    A deployment that followed the champion may also answer with the champion's current version:
+    the replicas follow the alias by themselves, and ``deploy_new_champion`` records the move.
+    ``champion`` is read only then; it raises :class:`registry.NoChampion` when it cannot tell.
+    """
+    if answer is None:
+        return "the service does not answer GET /model with a model"
+    version = str(answer.get("version"))
+    shadow = answer.get("shadow_version")
+    shadow = None if shadow is None else str(shadow)
+    if shadow != recorded.shadow_version:
+        return f"the service scores {f'v{shadow}' if shadow else 'no version'} in shadow"
+    if version == recorded.version:
+        return None
+    if not recorded.pinned and version == champion():
+        return None
+    return f"the service answers with v{version}"
+
+
+def _restore_live_version(
+    context: dg.SensorEvaluationContext, serving: ServingCluster
+) -> dg.SensorResult:
+    recorded = LiveRecord.latest(context.instance)
+    if recorded is None:
+        return _skip("production_deployment has recorded no live version yet", None)
+    deploying = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=DEPLOYMENT_JOB, statuses=IN_FLIGHT), limit=1
+    )
+    if deploying:
+        return _skip(f"deployment run {deploying[0].run_id} is under way", None)
+
+    def champion() -> str:
+        return registry.require_champion(MlflowClient(serving.tracking_uri))
+
+    cluster = serving.cluster()
+    try:
+        departure = judge_service(recorded, cluster.served_model(), champion)
+    except registry.NoChampion as error:
+        return _skip(f"cannot tell whether the service is in line: {error}", None)
+    if departure is None:
+        return _skip(f"{serving.serve_url} serves {recorded.describe()}, as recorded", None)
+    # Seen once: a replica restarting or a blip. Twice in a row: restore.
+    if context.cursor != departure:
+        return _skip(
+            f"{departure}; restoring {recorded.describe()} if so at the next tick", departure
+        )
+    if not (serving.start_local and cluster.is_local()) and not cluster.reachable():
+        # A run could not roll over anything: wait for the cluster (its restart policy).
+        return _skip(
+            f"{departure}, and no Ray dashboard answers at {serving.dashboard_url}: waiting for "
+            f"the cluster to come back before restoring {recorded.describe()}",
+            departure,
+        )
+    failed = _recent_failed_restore(context.instance)
+    if failed is not None:
+        return _skip(
+            f"{departure}; restore run {failed} failed less than "
+            f"{RESTORE_BACKOFF_SECONDS:.0f} s ago (its log says why), so none is tried yet",
+            departure,
+        )
+    config: dict[str, str] = {}
+    if recorded.pinned:
+        config["model_version"] = recorded.version
+    if recorded.shadow_version:
+        config["shadow_version"] = recorded.shadow_version
+    context.log.info(f"{departure}: restoring {recorded.describe()}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_config={"ops": {"production_deployment": {"config": config}}},
+                tags={
+                    TRIGGER_TAG: RESTORE_TRIGGER,
+                    "bank_marketing/restore_reason": departure,
+                    "bank_marketing/recorded_version": recorded.version,
+                },
+            )
+        ],
+        cursor=None,
+    )
+
+
+def _recent_failed_restore(instance: dg.DagsterInstance) -> str | None:
+    """The latest restore run, if it failed within the backoff."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=DEPLOYMENT_JOB, tags={TRIGGER_TAG: RESTORE_TRIGGER}),
+        limit=1,
+    )
+    if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    ended = records[0].end_time or records[0].update_timestamp.timestamp()
+    if time.time() - ended >= RESTORE_BACKOFF_SECONDS:
+        return None
+    return records[0].dagster_run.run_id
+
+
 RETRAIN_ON_DRIFT_DESCRIPTION = (
     "Retrain as of a month when the retrain_policy says so of its drift_report's signals "
     "(prediction drift, its p-value against sampling noise, realized and estimated ROC AUC "
@@ -330,6 +474,13 @@ RETRAIN_ON_GRAFANA_ALERT_DESCRIPTION = (
 DEPLOY_NEW_CHAMPION_DESCRIPTION = (
     "Roll serving over (deployment_job) when a champion_model materialization "
     "records a new champion; one run per champion version."
+)
+RESTORE_LIVE_VERSION_DESCRIPTION = (
+    "Keep the service on what production_deployment recorded: when GET /model does not answer, "
+    "or answers with another version (a Ray head or the serving container restarted and served "
+    "the alias's version, or nothing), on two ticks in a row, roll it back to the recorded "
+    "version (deployment_job; on the embedded defaults that starts a new local Ray head). None "
+    "while a deployment runs, nor within 5 min of a failed restore."
 )
 VALIDATE_LANDED_FILES_DESCRIPTION = (
     "Validate a month (contacts) when its file lands in the landing location "
@@ -442,7 +593,10 @@ def build_sensors(
             target=dg.AssetSelection.assets("predictions", "drift_report"),
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=interval_seconds,
-            run_tags={TRIGGER_TAG: "score_new_months"},
+            run_tags={
+                TRIGGER_TAG: "score_new_months",
+                MAX_RUNTIME_TAG: str(SHORT_RUN_MAX_SECONDS),
+            },
             # One run per month, so each run's tags and partition say what it scored.
             emit_backfills=False,
             description=SCORE_NEW_MONTHS_DESCRIPTION,
@@ -460,6 +614,12 @@ def build_sensors(
             DEPLOYMENT_JOB,
             DEPLOY_NEW_CHAMPION_DESCRIPTION,
         ),
+        sensor(
+            _restore_live_version,
+            "restore_live_version",
+            DEPLOYMENT_JOB,
+            RESTORE_LIVE_VERSION_DESCRIPTION,
+        ),
     ]
 
 
@@ -470,4 +630,5 @@ sensors = build_sensors()
     retrain_on_drift,
     retrain_on_grafana_alert,
     deploy_new_champion,
+    restore_live_version,
 ) = sensors
