@@ -49,6 +49,8 @@ SERVE_CONFIG = Path(__file__).with_name("serve_config.yaml")
 APP_NAME = "bank-marketing"
 DEPLOYMENT_NAME = "PredictionService"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Times a rollout sends its config again when another deploy replaced it meanwhile.
+RESENDS = 3
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?|_KEY)$", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
@@ -267,23 +269,34 @@ class ServeCluster:
         Waits until the deployment is healthy with the new ``user_config`` and then
         ``confirmations`` answers in a row from ``GET /model`` name ``version`` (requests go to
         every replica). A version a replica cannot load leaves the previous one served: that
-        shows here as a timeout that names the version still answering.
+        shows here as a timeout that names the version still answering. A config that another
+        deploy puts in place meanwhile (a serving container that restarted deploys its own) is
+        replaced by this one again, up to ``RESENDS`` times.
         """
         started = time.monotonic()
         previous = self.served_model()
-        client = self._client()
-        try:
-            client.deploy_applications(
-                self.deploy_config(version, client.get_serve_details(), shadow_version)
-            )
-        except RuntimeError as error:
-            raise RolloutError(
-                f"Serve refused the config at {self.dashboard_url}: {error}"
-            ) from error
+        wanted = {"model_version": str(version)}
+        if shadow_version:
+            wanted["shadow_version"] = str(shadow_version)
+        self._deploy(version, shadow_version)
+        resent = 0
         deadline = started + timeout_s
         status, replicas, served, streak = "NOT_STARTED", 0, None, 0
         while time.monotonic() < deadline:
             status, replicas, settled = self._app_state(version)
+            submitted = self._submitted_user_config()
+            if submitted is not None and submitted != wanted and resent < RESENDS:
+                # Another deploy replaced ours while we waited (a serving container that
+                # restarted deploys its own config): the version asked for here is sent again.
+                resent += 1
+                log.warning(
+                    "the Serve config of %s was replaced (user_config %s) while v%s was rolled "
+                    "out: sending it again (%d of %d)",
+                    self.app_name, submitted, version, resent, RESENDS,
+                )  # fmt: skip
+                self._deploy(version, shadow_version)
+                streak = 0
+                continue
             if status == "DEPLOY_FAILED":
                 message = self.details()["applications"][self.app_name].get("message", "")
                 raise RolloutError(f"Serve could not deploy {self.app_name}: {message}")
@@ -319,6 +332,25 @@ class ServeCluster:
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _deploy(self, version: str, shadow_version: str | None) -> None:
+        client = self._client()
+        try:
+            client.deploy_applications(
+                self.deploy_config(version, client.get_serve_details(), shadow_version)
+            )
+        except RuntimeError as error:
+            raise RolloutError(
+                f"Serve refused the config at {self.dashboard_url}: {error}"
+            ) from error
+
+    def _submitted_user_config(self) -> dict[str, Any] | None:
+        """The ``user_config`` of our deployment in the config Serve was last given, if any."""
+        app = (self.details().get("applications") or {}).get(self.app_name) or {}
+        for deployment in (app.get("deployed_app_config") or {}).get("deployments") or []:
+            if deployment.get("name") == DEPLOYMENT_NAME:
+                return {k: str(v) for k, v in (deployment.get("user_config") or {}).items()}
+        return None
 
     def _local_token_header(self) -> dict[str, str]:
         """The token of a local Ray with token authentication (Ray keeps it in a file).
