@@ -101,6 +101,22 @@ class Probe:
                 self.stop.wait(0.05)
 
 
+def answering_again(
+    probes: list[Probe], since: float, timeout_s: float, steady_s: float = 5
+) -> float:
+    """Wait until every probe has answered for ``steady_s`` since its last failure after
+    ``since`` (a ``time.monotonic()``); return the seconds from ``since`` to that last failure
+    (0 when nothing failed). Raises AssertionError after ``timeout_s``."""
+    deadline = since + timeout_s
+    while True:
+        last_failure = max((t for p in probes for t in p.failed_at if t >= since), default=since)
+        if time.monotonic() - last_failure >= steady_s and all(p.answered() for p in probes):
+            return last_failure - since
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the service did not answer steadily within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
