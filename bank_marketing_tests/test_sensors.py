@@ -539,6 +539,11 @@ def test_the_service_is_in_line_when_it_answers_with_the_recorded_version() -> N
     # A pinned version is not to be replaced by the champion's, whatever the replicas did.
     answer = {"version": "5", "shadow_version": None}
     assert judge_service(pinned, answer, lambda: "5") == "the service answers with v5"
+    # Unless v5 became champion after the pin: the replicas follow the alias's move, and
+    # deploy_new_champion deploys it.
+    overtaken = LiveRecord(version="3", shadow_version=None, pinned=True, champion_since=True)
+    assert judge_service(overtaken, answer, lambda: "5") is None
+    assert judge_service(overtaken, {"version": "4"}, lambda: "5") == "the service answers with v4"
 
 
 def test_a_deployment_that_followed_the_champion_may_answer_with_the_new_champion() -> None:

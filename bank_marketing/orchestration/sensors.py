@@ -336,6 +336,9 @@ class LiveRecord:
     version: str
     shadow_version: str | None
     pinned: bool
+    # Whether a champion_model materialization came after the record (a new champion that
+    # deploy_new_champion is about to deploy, or has not yet).
+    champion_since: bool = False
 
     @classmethod
     def latest(cls, instance: dg.DagsterInstance) -> LiveRecord | None:
@@ -346,10 +349,12 @@ class LiveRecord:
         if metadata.get("live_version") is None:
             return None
         shadow = str(metadata.get("shadow_version", "none"))
+        champions = instance.fetch_materializations(CHAMPION_MODEL, limit=1).records
         return cls(
             version=str(metadata["live_version"]),
             shadow_version=None if shadow == "none" else shadow,
             pinned=metadata.get("pinned") is True,
+            champion_since=bool(champions) and champions[0].storage_id > records[0].storage_id,
         )
 
     def describe(self) -> str:
@@ -365,8 +370,10 @@ def judge_service(
     None when it is in line.
 
     A deployment that followed the champion may also answer with the champion's current version:
-    the replicas follow the alias by themselves, and ``deploy_new_champion`` records the move.
-    ``champion`` is read only then; it raises :class:`registry.NoChampion` when it cannot tell.
+    the replicas follow the alias by themselves, and ``deploy_new_champion`` records the move. So
+    may a pinned one once a new champion came after it (the replicas follow the alias's move, as
+    ``deploy_new_champion`` is about to). ``champion`` is read only then; it raises
+    :class:`registry.NoChampion` when it cannot tell.
     """
     if answer is None:
         return "the service does not answer GET /model with a model"
@@ -377,7 +384,7 @@ def judge_service(
         return f"the service scores {f'v{shadow}' if shadow else 'no version'} in shadow"
     if version == recorded.version:
         return None
-    if not recorded.pinned and version == champion():
+    if (not recorded.pinned or recorded.champion_since) and version == champion():
         return None
     return f"the service answers with v{version}"
 
