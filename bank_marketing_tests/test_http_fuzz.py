@@ -32,6 +32,7 @@ from bank_marketing.benchmarks.fuzz import (
     run,
     tables,
 )
+from bank_marketing.serving.contract import EXAMPLE_RECORD as RECORD
 from bank_marketing.serving.contract import SERVING_BOUNDS, bounds
 from bank_marketing.serving.http import MAX_JSON_DEPTH
 from bank_marketing_tests.conftest import (
@@ -47,10 +48,6 @@ pytestmark = pytest.mark.integration
 SEED = 19
 BUDGET_S = float(os.environ.get("BANK_MARKETING_FUZZ_SECONDS", "45"))
 TOKEN = "fuzz-test-token"
-RECORD: dict[str, Any] = {
-    "age": 41, "job": "technician", "balance": 1200, "housing": "yes", "contact": "cellular",
-    "day": 15, "month": "may", "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
