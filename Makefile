@@ -48,7 +48,7 @@ live: install ## The loop under the Dagster daemon: land one month every $(EVERY
 	$(UV) run --locked bank-marketing live --every $(EVERY)
 
 stop: install ## Stop the local Ray that make run (or bank-marketing deploy) left serving
-	$(UV) run --locked ray stop
+	$(UV) run --locked bank-marketing stop
 
 test: install ## Run all tests: unit, and integration against PostgreSQL on 127.0.0.1:5432
 	$(PYTEST) $(PYTEST_ARGS)

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=2, help="Processes fitting the rounds (default: 2)."
     )
     commands.add_parser(
+        "stop",
+        help="Stop the Ray head on this machine at RAY_DASHBOARD_ADDRESS (the one `run`, "
+        "`deploy` or `live` started), leaving any other Ray on the machine running.",
+    )
+    commands.add_parser(
         "init",
         help="Create the embedded-state folders and the Dagster instance in BANK_MARKETING_HOME.",
     )
@@ -225,6 +230,8 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         return _land(settings, args.month, args.through)
     if args.command == "db":
         return _db(settings, args)
+    if args.command == "stop":
+        return _stop(settings)
     # The commands that drive Dagster, MLflow and Ray: the terminal shows their progress and
     # results, and what the libraries log or print goes to a file in the home.
     with quiet_console(settings.logs_dir, args.command) as terminal:
@@ -249,6 +256,25 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
             with dg.DagsterInstance.get() as instance:
                 return _deploy(build_definitions(settings), instance, args.version, console)
     return 2
+
+
+def _stop(settings: Settings) -> int:
+    from bank_marketing.serving.rollout import ServeCluster
+
+    cluster = ServeCluster(settings.ray_dashboard_url, settings.serve_url, "")
+    if not cluster.is_local():
+        print(
+            f"error: the Ray dashboard {settings.ray_dashboard_url} is not on this machine; "
+            f"nothing is stopped",
+            file=sys.stderr,
+        )
+        return 1
+    stopped = cluster.stop_local()
+    if not stopped:
+        print(f"no Ray head of this machine has its dashboard at {settings.ray_dashboard_url}")
+        return 0
+    print(f"stopped the Ray head at {settings.ray_dashboard_url} ({stopped} processes)")
+    return 0
 
 
 def disk_full_message(text: str, home: Path) -> str | None:
@@ -749,7 +775,7 @@ def _deploy(defs, instance, version: str | None, console: Console) -> int:
     console.say(
         f"serving v{live['live_version']} ({live['family']}, window {live['training_window']}) "
         f"at {url} on {live['running_replicas']} replicas, switched in "
-        f"{live['rollout_seconds']} s; API docs at {url}/docs; stop it with `ray stop`"
+        f"{live['rollout_seconds']} s; API docs at {url}/docs; stop it with `bank-marketing stop`"
     )
     return _score_example(url, console)
 

@@ -244,3 +244,19 @@ def test_a_command_struck_by_a_full_disk_names_the_home_and_exits_1(
         err,
     ), err
     assert list(landing.iterdir()) == []  # no month, and no partial file left
+
+
+def test_stop_touches_nothing_when_no_head_of_this_machine_has_that_dashboard(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bank_marketing_tests.conftest import free_port
+
+    monkeypatch.setenv("BANK_MARKETING_HOME", str(tmp_path))
+    address = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_DASHBOARD_ADDRESS", address)
+    assert main(["stop"]) == 0
+    assert f"no Ray head of this machine has its dashboard at {address}" in capsys.readouterr().out
+
+    monkeypatch.setenv("RAY_DASHBOARD_ADDRESS", "http://ray-head.example:8265")
+    assert main(["stop"]) == 1
+    assert "is not on this machine; nothing is stopped" in capsys.readouterr().err

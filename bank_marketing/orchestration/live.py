@@ -217,10 +217,8 @@ def ray_head(settings: Settings, say: Callable[[str], None]) -> Iterator[None]:
     try:
         yield
     finally:
-        say("stopping the Ray head it started (ray stop)")
-        subprocess.run(
-            [sys.executable, "-m", "ray.scripts.scripts", "stop"], capture_output=True, check=False
-        )
+        stopped = cluster.stop_local()
+        say(f"stopped the Ray head it started ({stopped} processes)")
 
 
 @contextmanager

@@ -21,6 +21,7 @@ started with, as the stack's serving container does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psutil
 import yaml
 
 from bank_marketing.settings import (
@@ -133,8 +135,9 @@ class ServeCluster:
     def start_local(self, num_cpus: int | None = None, timeout_s: float = 120.0) -> None:
         """Start a Ray head on this machine (``ray start --head``) that outlives this process.
 
-        Stop it with ``ray stop``. Usage statistics are off; the dashboard listens on the port of
-        ``dashboard_url``, on this machine only.
+        Stop it with :meth:`stop_local` (``ray stop`` stops every Ray on the machine). Usage
+        statistics are off; the dashboard listens on the port of ``dashboard_url``, on this
+        machine only.
         """
         if not self.is_local():
             raise RolloutError(
@@ -163,6 +166,45 @@ class ServeCluster:
             if time.monotonic() > deadline:
                 raise RolloutError(f"Ray started, but no dashboard answers at {self.dashboard_url}")
             time.sleep(1)
+
+    def local_head(self) -> list[psutil.Process]:
+        """The processes of the Ray head on this machine whose dashboard is ``dashboard_url``:
+        those that name its session folder (GCS, raylet, dashboard, monitors) and their children
+        (workers, agents). Empty when none runs here."""
+        port = urlsplit(self.dashboard_url).port or 8265
+        sessions = set()
+        for process in psutil.process_iter(["cmdline"]):
+            command = process.info["cmdline"] or []
+            if any(part.endswith("dashboard/dashboard.py") for part in command) and (
+                f"--port={port}" in command
+            ):
+                sessions |= {p.split("=", 1)[1] for p in command if p.startswith("--session-dir=")}
+        if not sessions:
+            return []
+        head: dict[int, psutil.Process] = {}
+        for process in psutil.process_iter(["cmdline"]):
+            command = " ".join(process.info["cmdline"] or [])
+            if any(session in command for session in sessions):
+                head[process.pid] = process
+        for process in list(head.values()):
+            with contextlib.suppress(psutil.Error):
+                head.update({child.pid: child for child in process.children(recursive=True)})
+        head.pop(os.getpid(), None)
+        return list(head.values())
+
+    def stop_local(self, timeout_s: float = 30.0) -> int:
+        """Stop the local head of :meth:`local_head` (SIGTERM, then SIGKILL for what is left
+        after ``timeout_s``), leaving any other Ray on the machine alone; how many processes."""
+        processes = self.local_head()
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(alive, timeout=timeout_s)
+        return len(processes)
 
     # -- the application --------------------------------------------------------------------
 
