@@ -4,16 +4,16 @@ on the embedded defaults, while ``production_deployment`` has a version pinned.
 The test runs a Ray head of its own, on free ports, never the session's: first as the stack's
 ``serving`` container runs it (its command from ``docker/compose.yaml``, run natively), then as
 the embedded defaults do (``ServingCluster`` starts a local head). The head is killed by the PIDs
-of its processes (found by its session folder, and their children), as an out-of-memory kill or
-a crash of the node would. ``restore_live_version`` is evaluated every 2 s, as the daemon does
-with a 2 s interval, and the runs it requests are executed in this process.
+of its processes (``ServeCluster.local_head``: found by its session folder, and their children),
+as an out-of-memory kill or a crash of the node would. ``restore_live_version`` is evaluated
+every 2 s, as the daemon does with a 2 s interval, and the runs it requests are executed in this
+process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from typing import Any
 
 import dagster as dg
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -33,7 +34,7 @@ from bank_marketing.orchestration.resources import ServingCluster
 from bank_marketing.orchestration.runner import failure_message, run_deployment
 from bank_marketing.orchestration.sensors import LiveRecord, restore_live_version
 from bank_marketing.serving.contract import EXAMPLE_RECORD
-from bank_marketing.serving.rollout import SERVE_CONFIG
+from bank_marketing.serving.rollout import SERVE_CONFIG, ServeCluster
 from bank_marketing_tests.conftest import REPO, free_port
 from bank_marketing_tests.faults import FaultRow, Probe, answering_again, record
 from bank_marketing_tests.registries import register_two_versions
@@ -58,49 +59,14 @@ class Ports:
         self.serve_url = f"http://127.0.0.1:{self.serve}"
 
 
-def head_pids(dashboard_port: int) -> list[int]:
-    """The processes of the Ray head whose dashboard listens on ``dashboard_port``: those that
-    name its session folder (GCS, raylet, dashboard, monitors) and their children (workers)."""
-    commands: dict[int, str] = {}
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            commands[int(entry.name)] = (
-                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            )
-            parents[int(entry.name)] = int(
-                (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            )
-        except (OSError, ValueError, IndexError):
-            continue
-    sessions = {
-        match.group(1)
-        for command in commands.values()
-        if "dashboard/dashboard.py" in command and f"--port={dashboard_port} " in command
-        for match in [re.search(r"--session-dir=(\S+)", command)]
-        if match
-    }
-    if not sessions:
-        return []
-    (session,) = sessions
-    head = {pid for pid, command in commands.items() if session in command}
-    grown = True
-    while grown:
-        children = {pid for pid, parent in parents.items() if parent in head} - head
-        head |= children
-        grown = bool(children)
-    return sorted(head - {os.getpid()})
-
-
-def kill_head(dashboard_port: int) -> int:
-    """SIGKILL every process of the head; how many there were."""
-    pids = head_pids(dashboard_port)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return len(pids)
+def kill_head(dashboard_url: str) -> int:
+    """SIGKILL every process of the head (``ServeCluster.local_head``); how many there were."""
+    processes = ServeCluster(dashboard_url, "", "").local_head()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=30)
+    return len(processes)
 
 
 def serving_container(ports: Ports, tracking_uri: str, folder: Path) -> subprocess.Popen:
@@ -212,7 +178,7 @@ def ports() -> Iterator[Ports]:
     try:
         yield ports
     finally:
-        kill_head(ports.dashboard)
+        kill_head(ports.dashboard_url)
 
 
 def test_the_ray_head_killed_under_load_comes_back_with_the_recorded_version(
@@ -259,7 +225,7 @@ def test_the_ray_head_killed_under_load_comes_back_with_the_recorded_version(
 
             # 1. The stack: the container's head is killed; the container ends with it.
             killed = time.monotonic()
-            assert kill_head(ports.dashboard) >= 5
+            assert kill_head(ports.dashboard_url) >= 5
             assert containers[0].wait(timeout=60) != 0, "the container did not end with its head"
             # Its restart policy (restart: unless-stopped) starts it again.
             containers.append(serving_container(ports, uri, tmp_path))
@@ -283,7 +249,7 @@ def test_the_ray_head_killed_under_load_comes_back_with_the_recorded_version(
                 resources={"serving": embedded},
             )
             killed = time.monotonic()
-            assert kill_head(ports.dashboard) >= 5
+            assert kill_head(ports.dashboard_url) >= 5
             containers[-1].wait(timeout=60)
             reasons, runs = restore(defs, instance, embedded, timeout_s=300)
             assert any("does not answer" in reason for reason in reasons), reasons
@@ -293,6 +259,9 @@ def test_the_ray_head_killed_under_load_comes_back_with_the_recorded_version(
             assert answers_with(ports.serve_url, pinned)
             assert LiveRecord.latest(instance) == LiveRecord(pinned, None, pinned=True)
             embedded_failed = sum(len(p.failures) for p in probes) - before_failed
+            # What `bank-marketing live` does on exit: the head it started stops.
+            head = ServeCluster(ports.dashboard_url, "", "")
+            assert head.stop_local() >= 5 and not head.local_head()
     finally:
         for probe in probes:
             probe.stop.set()
