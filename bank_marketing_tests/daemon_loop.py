@@ -1,17 +1,22 @@
 """The loop of ``test_daemon``, shared with the daemon's fault tests: a home the replay filled,
 and ``dagster-daemon run`` started on it, stopped by process group.
 
-Import the fixtures ``loop`` and ``daemon`` into a test module to use them.
+Import the fixtures ``loop`` and ``daemon`` into a test module to use them. The replay on the
+embedded instance (SQLite storage) runs once a session: each test's loop starts from a copy of
+what it left.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from dagster._core.scheduler.instigation import TickStatus
 from bank_marketing.data.landing import cut_months
 from bank_marketing.orchestration.definitions import build_definitions
 from bank_marketing.orchestration.replay import replay
+from bank_marketing.orchestration.sensors import live_version
 from bank_marketing.settings import Settings
 from bank_marketing_tests.conftest import REPO, RayCluster, stack_dagster_home
 
@@ -56,26 +62,11 @@ class Loop:
         return not self.instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE)))
 
 
-@pytest.fixture
-def loop(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    bank_full_path: Path,
-    ray_cluster: RayCluster,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Loop]:
-    """A home the replay filled up to 2009-01, its daemon not yet started; the Dagster instance
-    on SQLite (the embedded default) or, with the stack's dagster.yaml, on a fresh database of the
-    machine's PostgreSQL."""
-    home = tmp_path / "home"
-    storage = getattr(request, "param", "sqlite")
-    if storage == "postgresql":
-        database = request.getfixturevalue("postgres_database")
-        dagster_home, postgres = stack_dagster_home(tmp_path, database)
-    else:
-        dagster_home, postgres = home / "dagster", {}
-    environment = {
-        **postgres,
+def loop_environment(
+    home: Path, dagster_home: Path, bank_full_path: Path, ray_cluster: RayCluster
+) -> dict[str, str]:
+    """What the loop's processes (this one, the daemon, its runs) run with."""
+    return {
         "BANK_MARKETING_HOME": str(home),
         "BANK_MARKETING_SOURCE": str(bank_full_path),
         "DAGSTER_HOME": str(dagster_home),
@@ -86,20 +77,123 @@ def loop(
         "RAY_USAGE_STATS_ENABLED": "0",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
+
+
+def replay_loop(settings: Settings, instance: dg.DagsterInstance) -> None:
+    """The replay up to 2009-01, serving its first champion on the session's Ray."""
+    replayed = replay(
+        build_definitions(settings),
+        instance,
+        first_as_of=FIRST_AS_OF,
+        last_month=REPLAYED,
+        serve=True,
+    )
+    assert replayed.deployments == [replayed.first_champion]
+
+
+@dataclass(frozen=True)
+class ReplayedHome:
+    """The embedded home the session's replay filled (the loop's home, for every SQLite loop),
+    and a copy of it as the replay left it."""
+
+    home: Path
+    snapshot: Path
+
+
+@pytest.fixture(scope="session")
+def replayed_home(
+    tmp_path_factory: pytest.TempPathFactory, bank_full_path: Path, ray_cluster: RayCluster
+) -> ReplayedHome:
+    """The replay on the embedded instance, once a session (it takes minutes); each SQLite loop
+    puts the home back as it left it (:func:`mirror`)."""
+    folder = tmp_path_factory.mktemp("daemon-loop")
+    home = folder / "home"
+    environment = loop_environment(home, home / "dagster", bank_full_path, ray_cluster)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        settings = Settings.from_env()
+        settings.prepare()
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            replay_loop(settings, instance)
+    mirror(home, folder / "snapshot")
+    return ReplayedHome(home, folder / "snapshot")
+
+
+def mirror(source: Path, target: Path) -> None:
+    """Make ``target`` a copy of ``source``: what ``source`` lacks is removed, the rest copied.
+
+    SQLite files are copied through SQLite's backup API, into the file already there: a
+    connection still open on it (this process's MLflow client, a Serve replica's) then reads
+    the copied content, where a new file in its place would leave it reading the old one.
+    """
+    wanted = {path.relative_to(source) for path in source.rglob("*")}
+    databases = {path for path in wanted if path.suffix == ".db"}
+    if target.exists():
+        # Deepest first, so a folder is empty when its turn comes.
+        for path in sorted(target.rglob("*"), reverse=True):
+            relative = path.relative_to(target)
+            journal = relative.with_name(relative.name.rsplit("-", 1)[0])
+            if relative in wanted or ("-" in relative.name and journal in databases):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+    for relative in sorted(wanted):
+        origin, copy = source / relative, target / relative
+        if origin.is_dir():
+            copy.mkdir(exist_ok=True)
+        elif relative in databases:
+            with closing(sqlite3.connect(origin)) as read, closing(sqlite3.connect(copy)) as write:
+                read.backup(write)
+        else:
+            shutil.copy2(origin, copy)
+
+
+@pytest.fixture
+def loop(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    bank_full_path: Path,
+    ray_cluster: RayCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Loop]:
+    """A home the replay filled up to 2009-01, its daemon not yet started; the Dagster instance
+    on SQLite (the embedded default) or, with the stack's dagster.yaml, on a fresh database of the
+    machine's PostgreSQL.
+
+    On SQLite, the session's replay (``replayed_home``) as it left it: its home put back, and
+    the service rolled over to the version the replay put live, in case an earlier test's loop
+    moved it. On PostgreSQL, a replay of its own.
+    """
+    storage = getattr(request, "param", "sqlite")
+    if storage == "postgresql":
+        home = tmp_path / "home"
+        database = request.getfixturevalue("postgres_database")
+        dagster_home, postgres = stack_dagster_home(tmp_path, database)
+    else:
+        replayed: ReplayedHome = request.getfixturevalue("replayed_home")
+        home = replayed.home
+        mirror(replayed.snapshot, home)
+        dagster_home, postgres = home / "dagster", {}
+    environment = {
+        **postgres,
+        **loop_environment(home, dagster_home, bank_full_path, ray_cluster),
+    }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()
     settings.prepare()
-    defs = build_definitions(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        replayed = replay(
-            defs,
-            instance,
-            first_as_of=FIRST_AS_OF,
-            last_month=REPLAYED,
-            serve=True,
-        )
-        assert replayed.deployments == [replayed.first_champion]
+        if storage == "postgresql":
+            replay_loop(settings, instance)
+        else:
+            live = live_version(instance)
+            assert live is not None, "the replay recorded no live version"
+            serving = build_definitions(settings).resources["serving"]
+            assert serving.roll_over(live).version == live
         yield Loop(storage, settings, environment, instance, tmp_path / "daemon.log")
 
 
@@ -179,19 +273,22 @@ def daemon(loop: Loop) -> Iterator[Daemon]:
     started.stop()
 
 
-def wait_for(what: str, done: Callable[[], bool], loop: Loop, timeout_s: float) -> None:
+def wait_for(
+    what: str, done: Callable[[], bool], loop: Loop, timeout_s: float, poll_s: float = 2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if done():
             return
-        time.sleep(2)
+        time.sleep(poll_s)
     tail = loop.log.read_text()[-4000:] if loop.log.exists() else ""
     states = [(r.job_name, r.tags.get("dagster/partition"), r.status.value) for r in loop.runs()]
     raise AssertionError(f"{what} not within {timeout_s} s; runs {states}; daemon log:\n{tail}")
 
 
-# Long enough for every sensor and the automation to have ticked a few times on a busy machine.
-QUIET_S = 12
+# Three sensor intervals: the proof that nothing more follows is every sensor's two ticks after
+# the quiet began (``settled``), which a busy machine can delay well beyond this.
+QUIET_S = 6
 
 
 def settled(loop: Loop, quiet_s: float = QUIET_S) -> Callable[[], bool]:
