@@ -139,3 +139,35 @@ def test_a_version_is_read_through_its_client_whatever_the_process_tracking_uri(
     assert mlflow.get_tracking_uri() == elsewhere
     assert evaluation.problem is None
     assert evaluation.roc_auc == pytest.approx(logged.record.validation_metrics["roc_auc"])
+
+
+@pytest.mark.parametrize(
+    ("fails", "status"), [(True, "FAILED"), (False, "FINISHED")], ids=["failed", "succeeded"]
+)
+def test_a_run_left_open_ends_as_its_dagster_run_did(
+    tmp_path: Path, fails: bool, status: str
+) -> None:
+    """In one process (in-process jobs, the replay) the next run's MLflow resource ends an MLflow
+    run an earlier Dagster run left open: FAILED when that Dagster run failed, not FINISHED."""
+    import dagster as dg
+
+    from bank_marketing.orchestration.resources import _end_leftover_runs
+
+    @dg.op
+    def step() -> None:
+        if fails:
+            raise ValueError("the round's step failed")
+
+    @dg.job
+    def round_job() -> None:
+        step()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with dg.instance_for_test() as instance:
+        result = round_job.execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success is not fails
+        leftover = mlflow.start_run()
+        mlflow.set_tags({"dagster_run_id": result.run_id})
+        _end_leftover_runs(instance)
+    assert mlflow.active_run() is None
+    assert mlflow.get_run(leftover.info.run_id).info.status == status

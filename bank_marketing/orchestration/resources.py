@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -179,7 +180,7 @@ DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 )
 def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Iterator[Any]:
     config = init_context.resource_config
-    _end_leftover_runs()
+    _end_leftover_runs(init_context.instance)
     if config.get("mlflow_tracking_uri"):
         mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     try:
@@ -196,17 +197,33 @@ def mlflow_tracking_in_home(init_context: dg.InitResourceContext) -> Iterator[An
         yield tracking
 
 
-def _end_leftover_runs() -> None:
+# How an MLflow run left open ends, by the status of the Dagster run that opened it.
+LEFTOVER_STATUS = {
+    dg.DagsterRunStatus.FAILURE: "FAILED",
+    dg.DagsterRunStatus.CANCELED: "KILLED",
+    dg.DagsterRunStatus.CANCELING: "KILLED",
+}
+
+
+def _end_leftover_runs(instance: dg.DagsterInstance | None) -> None:
     """End MLflow runs still active in this process from an earlier step or Dagster run.
 
     Runs executed in one process (in-process jobs, the replay, tests) share MLflow's active-run
     stack, and dagster-mlflow logs into whatever run is active, so a run left open would collect
-    the next run's logs. dagster-mlflow finds and resumes the current Dagster run's own run by its
-    tag right after this.
+    the next run's logs. Each ends as its Dagster run did (its ``dagster_run_id`` tag): FAILED
+    for a failed one, KILLED for a canceled one, else FINISHED. dagster-mlflow finds and resumes
+    the current Dagster run's own run by its tag right after this.
     """
-    while mlflow.active_run() is not None:
+    while (active := mlflow.active_run()) is not None:
+        status = "FINISHED"
+        with contextlib.suppress(MlflowException):
+            # The tags as stored: dagster-mlflow sets them after the run started.
+            tags = mlflow.get_run(active.info.run_id).data.tags
+            dagster_run_id = tags.get("dagster_run_id")
+            run = instance.get_run_by_id(dagster_run_id) if instance and dagster_run_id else None
+            status = LEFTOVER_STATUS.get(run.status, status) if run else status
         try:
-            mlflow.end_run()
+            mlflow.end_run(status)
         except MlflowException:
             # end_run has already taken the run off the stack; its store may be another one.
             continue
