@@ -11,12 +11,9 @@ restart would.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,8 +23,8 @@ import dagster as dg
 import pandas as pd
 import psycopg2
 import pytest
-from dagster._core.definitions.selector import InstigatorSelector
 from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
 from mlflow import MlflowClient
 
 from bank_marketing.data.landing import cut_months, read_landed
@@ -43,6 +40,7 @@ from bank_marketing.training.registry import champion_version, load_registered
 from bank_marketing.training.tracking import EXPERIMENT_NAME, MODEL_NAME
 from bank_marketing_tests import faults
 from bank_marketing_tests.conftest import REPO, ingested_copy, make_settings
+from bank_marketing_tests.daemon_loop import INTERVAL_S, SENSORS, Daemon, Loop, ticks, wait_for
 from bank_marketing_tests.private_postgres import PrivatePostgres, private_postgres
 from bank_marketing_tests.registries import first_contacts, log_round
 
@@ -537,69 +535,28 @@ def test_a_restart_while_a_candidate_registers_fails_the_round_and_keeps_the_cha
 
 # 3. The daemon's sensors -------------------------------------------------------------------------
 
-SENSORS = [
-    "validate_landed_files",
-    "score_new_months",
-    "retrain_on_drift",
-    "retrain_on_grafana_alert",
-    "deploy_new_champion",
-]
-INTERVAL_S = 2
 DOWN_S = 4.0
 LANDED = "2009-02"
-RUN_KEY = "dagster/run_key"
-ACTIVE = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-)
+# Finer than the loop's default: the recovery time is read from the wait.
+POLL_S = 0.5
 
 
-@dataclass
-class Daemon:
-    instance: dg.DagsterInstance
-    log: Path
-    process: subprocess.Popen | None = None
-
-    def runs(self, job: str | None = None) -> list[dg.DagsterRun]:
-        runs = self.instance.get_runs(dg.RunsFilter(job_name=job) if job else None)
-        return list(reversed(runs))
-
-    def ticks(self, sensor: str) -> list:
-        selector = InstigatorSelector(
-            location_name="bank_marketing", repository_name="__repository__", name=sensor
-        ).get_id()
-        return list(self.instance.schedule_storage.get_ticks("", selector, limit=50))
-
-    def ticked_since(self, since: float) -> bool:
-        """Every sensor has finished a tick (requested runs or skipped) after ``since``."""
-        finished = (TickStatus.SUCCESS, TickStatus.SKIPPED)
-        return all(
-            any(t.timestamp > since and t.status in finished for t in self.ticks(sensor))
-            for sensor in SENSORS
-        )
-
-    def wait_for(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if done():
-                return
-            time.sleep(0.5)
-        tail = self.log.read_text()[-4000:] if self.log.exists() else ""
-        states = [
-            (r.job_name, r.tags.get("dagster/partition"), r.status.value) for r in self.runs()
-        ]
-        raise AssertionError(f"{what} not within {timeout_s} s; runs {states}; daemon log:\n{tail}")
+def ticked_since(loop: Loop, since: float) -> bool:
+    """Every sensor has finished a tick (requested runs or skipped) after ``since``."""
+    finished = (TickStatus.SUCCESS, TickStatus.SKIPPED)
+    return all(
+        any(t.timestamp > since and t.status in finished for t in ticks(loop, sensor))
+        for sensor in SENSORS
+    )
 
 
 @pytest.fixture
 def daemon_on_postgres(
     tmp_path: Path, bank_full_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Daemon, PrivatePostgres, Settings]]:
-    """``dagster-daemon run`` on an instance whose storage, like the monitoring tables, is on a
-    private PostgreSQL; a champion in a SQLite registry; retraining out of reach, so the loop
-    stops at drift_report. The daemon is ended by its process group at the end."""
+) -> Iterator[tuple[Loop, Daemon, PrivatePostgres]]:
+    """``dagster-daemon run`` (``daemon_loop.Daemon``) on an instance whose storage, like the
+    monitoring tables, is on a private PostgreSQL; a champion in a SQLite registry; retraining
+    out of reach, so the loop stops at drift_report. The daemon's group is ended at the end."""
     registry = one_champion(tmp_path / "registry", bank_full_path)
     with private_postgres() as server:
         create_database(server, "dagster")
@@ -627,38 +584,21 @@ def daemon_on_postgres(
         settings = Settings.from_env()
         settings.prepare()
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            daemon = Daemon(instance, tmp_path / "daemon.log")
-            with daemon.log.open("a") as log:
-                daemon.process = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).with_name("dagster-daemon")),
-                        "run",
-                        "-w",
-                        str(REPO / "workspace.yaml"),
-                    ],
-                    cwd=dagster_home,
-                    env={**os.environ, **environment},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            loop = Loop("postgresql", settings, environment, instance, tmp_path / "daemon.log")
+            daemon = Daemon(loop)
             try:
-                yield daemon, server, settings
+                daemon()
+                yield loop, daemon, server
             finally:
-                if daemon.process.poll() is None:
-                    os.killpg(daemon.process.pid, signal.SIGTERM)
-                    try:
-                        daemon.process.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(daemon.process.pid, signal.SIGKILL)
-                        daemon.process.wait()
+                daemon.stop()
 
 
 def test_a_restart_while_the_sensors_tick_loses_and_repeats_no_run(
-    daemon_on_postgres: tuple[Daemon, PrivatePostgres, Settings],
+    daemon_on_postgres: tuple[Loop, Daemon, PrivatePostgres],
 ) -> None:
-    daemon, server, settings = daemon_on_postgres
-    daemon.wait_for("every sensor's first tick", lambda: daemon.ticked_since(0), timeout_s=180)
+    loop, daemon, server = daemon_on_postgres
+    settings = loop.settings
+    wait_for("every sensor's first tick", lambda: ticked_since(loop, 0), loop, 180, POLL_S)
 
     # A month lands while no run can be written: the arrival sensor's tick waits inside its
     # INSERT of the contacts run when the server goes down, for two sensor intervals.
@@ -672,32 +612,33 @@ def test_a_restart_while_the_sensors_tick_loses_and_repeats_no_run(
 
     def requested() -> bool:
         return any(
-            r.tags.get("dagster/partition") == month_key for r in daemon.runs("contacts_job")
-        ) and daemon.ticked_since(back)
+            r.tags.get("dagster/partition") == month_key for r in loop.runs("contacts_job")
+        ) and ticked_since(loop, back)
 
-    daemon.wait_for("the month's contacts run and every sensor ticking", requested, 120)
+    wait_for("the month's contacts run and every sensor ticking", requested, loop, 120, POLL_S)
     recovered = time.monotonic() - returned
-    assert daemon.process is not None and daemon.process.poll() is None, "the daemon exited"
+    assert daemon.process.poll() is None, "the daemon exited"
 
     drift = dg.AssetKey("drift_report")
-    daemon.wait_for(
+    wait_for(
         "the landed month's drift report",
-        lambda: month_key in daemon.instance.get_materialized_partitions(drift),
+        lambda: month_key in loop.instance.get_materialized_partitions(drift),
+        loop,
         timeout_s=300,
+        poll_s=POLL_S,
     )
     quiet_since = time.time()
-    daemon.wait_for(
+    wait_for(
         "two more ticks of every sensor with nothing running",
-        lambda: (
-            daemon.ticked_since(quiet_since + INTERVAL_S)
-            and not daemon.instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE)))
-        ),
+        lambda: ticked_since(loop, quiet_since + INTERVAL_S) and loop.idle(),
+        loop,
         timeout_s=120,
+        poll_s=POLL_S,
     )
 
-    runs = daemon.runs()
+    runs = loop.runs()
     assert [(r.job_name, r.status) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS] == []
-    keys = [r.tags[RUN_KEY] for r in runs if RUN_KEY in r.tags]
+    keys = [r.tags[RUN_KEY_TAG] for r in runs if RUN_KEY_TAG in r.tags]
     assert len(keys) == len(set(keys)), keys
     monthly = [r for r in runs if r.tags.get("dagster/partition") == month_key]
     assert sorted(r.job_name for r in monthly if r.job_name == "contacts_job") == ["contacts_job"]
