@@ -315,6 +315,7 @@ SENSORS = [
     "retrain_on_drift",
     "retrain_on_grafana_alert",
     "deploy_new_champion",
+    "restore_live_version",
 ]
 
 
